@@ -30,6 +30,7 @@ from torch import nn
 
 from shazip.config import CONFIGS, ModelConfig
 
+
 @dataclass
 class ModelState:
     """What is carried from one segment (or step) to the next, per sequence in the batch.
@@ -43,9 +44,7 @@ class ModelState:
     extra: dict = field(default_factory=dict)
 
     def detach(self) -> ModelState:
-        return ModelState(
-            lstm=[(h.detach(), c.detach()) for h, c in self.lstm], memory=self.memory.detach()
-        )
+        return ModelState(lstm=[(h.detach(), c.detach()) for h, c in self.lstm], memory=self.memory.detach())
 
 
 class Boom(nn.Module):
@@ -96,7 +95,7 @@ class Attention(nn.Module):
         return qs, ks, vs
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, d] queries' input; keys: [B, S, d] memory + segment; mask: [T, S] bool (True = may attend)."""
+        """x: [B, T, d] query input; keys: [B, S, d] memory + segment; mask: [T, S], True = may attend."""
         qs, ks, vs = self.gates()
         q = self.q_norm(self.q(x)) * qs
         k = keys * ks
@@ -174,9 +173,7 @@ class SHARNN(nn.Module):
             memory=torch.zeros(batch, 0, d, device=device),
         )
 
-    def forward(
-        self, x: torch.Tensor, state: ModelState | None = None
-    ) -> tuple[torch.Tensor, ModelState]:
+    def forward(self, x: torch.Tensor, state: ModelState | None = None) -> tuple[torch.Tensor, ModelState]:
         """x: [B, T] byte values (int64). Returns logits [B, T, 256] and the state after the last byte.
 
         Logit t predicts byte t + 1. The state carries LSTM (h, c) and the attention window, so calling
