@@ -1,0 +1,504 @@
+"""The streaming codec: input bytes -> frames -> lanes -> engine -> range coder -> .shz (docs/format.md).
+
+`StreamEncoder` takes input of unknown length in pieces and writes a .shz stream in one pass;
+`StreamDecoder` reads one in one pass and yields the raw bytes frame by frame. Memory is bounded by
+one frame (raw + coded) plus the engine's per-lane state, whatever the input length.
+
+torch is imported only when a frame is actually coded with the model (through `shazip.engine`), so
+stored/zstd work, `shazip info` and `shazip --help` never pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+import zstandard
+
+from shazip.format import (
+    MAX_FRAME_SIZE,
+    MAX_LANES,
+    ChecksumError,
+    Footer,
+    FormatError,
+    FrameHeader,
+    Method,
+    ModelError,
+    ModelMismatchError,
+    StreamHeader,
+    check_end_of_input,
+    check_footer,
+    content_hasher,
+    crc32,
+    read_block,
+    read_exact,
+    read_header,
+)
+
+DEFAULT_FRAME_SIZE = 1 << 20  # 1 MiB of input per frame on CPU
+GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
+MIN_LANE_BYTES = 16 << 10  # a lane gets at least this much of a frame (long context per lane)
+MAX_LANES_CPU = 64
+MAX_LANES_GPU = 256
+ZSTD_LEVEL = 3
+# The cheap "is this worth the model?" test: if zstd saves less than this fraction of a frame (already
+# compressed or random data), the model is not run. Small frames always try the model: zstd's own
+# overhead makes it a poor judge there, and the model costs little on them.
+INCOMPRESSIBLE_SAVING = 0.03
+CHEAP_TEST_MIN_BYTES = 4096
+
+NO_MODEL_ID = bytes(32)  # header model id of files written without a model ("zstd" strategy)
+PROGRESS_EVERY_STEPS = 256
+
+ProgressCallback = Callable[[int, int], None]  # (raw bytes so far, coded bytes so far)
+
+
+class EngineLike(Protocol):
+    """The part of shazip.engine.Engine the codec uses (docs/internals.md)."""
+
+    def new_state(self, lanes: int) -> Any: ...
+    def predict(self, state: Any) -> np.ndarray: ...
+    def advance(self, state: Any, symbols: np.ndarray) -> None: ...
+
+
+class ModelLike(Protocol):
+    """The part of shazip.modelfile.ModelFile the codec uses."""
+
+    name: str
+    model_id: bytes
+
+
+EngineFactory = Callable[[Any, str], EngineLike]
+
+
+def load_model(model: Any = None) -> Any:
+    """None -> the embedded default model; a path -> that model file; a loaded model -> itself."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return model
+    try:
+        from shazip.modelfile import ModelFile, default_model_path
+    except ImportError as e:  # pragma: no cover - the package is broken
+        raise ModelError(f"cannot load models: {e}") from None
+    path = Path(model) if model is not None else default_model_path()
+    try:
+        return ModelFile.load(path)
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except Exception as e:  # ModelFileError and anything safetensors raises: name the file and the cause
+        raise ModelError(f"cannot load model {path}: {e}") from None
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto'/None -> 'cuda' if torch sees a GPU, else 'cpu'. Imports torch only for 'auto'."""
+    if device not in (None, "auto"):
+        return device
+    _prepare_torch_environment()
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _prepare_torch_environment() -> None:
+    # libgomp's default busy-waiting collapses when another process takes a core (DESIGN.md section 4);
+    # this only has an effect before torch is first imported, and respects a user's own setting.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def default_engine_factory(model: Any, device: str) -> EngineLike:
+    _prepare_torch_environment()
+    from shazip.engine import Engine
+
+    return Engine(model, device=device)
+
+
+def choose_lanes(first_frame_bytes: int, max_lanes: int) -> int:
+    """Few lanes for small inputs (each lane keeps >= MIN_LANE_BYTES of context), max_lanes for big ones.
+
+    Decided from the first frame: a full first frame means a big input."""
+    return max(1, min(max_lanes, first_frame_bytes // MIN_LANE_BYTES))
+
+
+def lane_layout(n: int, lanes: int) -> tuple[int, int, int]:
+    """Split n bytes into `lanes` contiguous runs: lane i gets [i*L, min((i+1)*L, n)), L = ceil(n/lanes).
+
+    Returns (L, full, rest): `full` lanes hold L bytes, then one lane holds `rest` (< L) bytes if rest > 0,
+    then empty lanes. The lanes active at step t are a prefix: full + (1 if t < rest else 0)."""
+    run = -(-n // lanes)
+    full, rest = divmod(n, run)
+    return run, full, rest
+
+
+class ModelCoder:
+    """The engine and the per-lane state, carried from frame to frame; codes one model frame at a time."""
+
+    def __init__(
+        self,
+        model: Any,
+        lanes: int,
+        device: str | None,
+        threads: int | None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        self.model = model
+        self.lanes = lanes
+        self.device = device
+        self.threads = threads
+        self.engine_factory = engine_factory or default_engine_factory
+        self.engine: EngineLike | None = None
+        self.state: Any = None
+
+    def _ensure_engine(self) -> None:
+        if self.engine is not None:
+            return
+        device = resolve_device(self.device)
+        if self.threads:
+            _prepare_torch_environment()
+            import torch
+
+            torch.set_num_threads(self.threads)
+        self.engine = self.engine_factory(self.model, device)
+        self.state = self.engine.new_state(self.lanes)
+
+    def snapshot(self) -> Any:
+        self._ensure_engine()
+        return self.state.copy()
+
+    def restore(self, snapshot: Any) -> None:
+        self.state = snapshot
+
+    @staticmethod
+    def _coder_model():
+        import constriction
+
+        # perfect=False always passed explicitly: the default changed between constriction versions.
+        return constriction.stream.model.Categorical(perfect=False)
+
+    # Why the tables reach the coder identically in encoder and decoder: the engine's tables are int32
+    # (every entry >= 1, sum <= 2**24), bit-identical on both sides by the determinism contract. They are
+    # converted to float64, which represents every such integer exactly, and passed unnormalised;
+    # constriction then quantises each row to its fixed-point model with the same sequential IEEE
+    # arithmetic on both sides (no threads, no reduction order, no libm). Same input -> same model.
+    @staticmethod
+    def _probabilities(freqs: np.ndarray, active: int) -> np.ndarray:
+        return np.ascontiguousarray(freqs[:active], dtype=np.float64)
+
+    def encode(self, raw: bytes, lanes: int, progress: Callable[[int], None] | None = None) -> bytes:
+        import constriction
+
+        self._ensure_engine()
+        assert self.engine is not None
+        n = len(raw)
+        run, full, rest = lane_layout(n, lanes)
+        grid = np.zeros(lanes * run, dtype=np.uint8)
+        grid[:n] = np.frombuffer(raw, dtype=np.uint8)
+        columns = np.ascontiguousarray(grid.reshape(lanes, run).T)  # columns[t] = byte t of every lane
+        family = self._coder_model()
+        encoder = constriction.stream.queue.RangeEncoder()
+        done = 0
+        for t in range(run):
+            active = full + (1 if t < rest else 0)
+            symbols = columns[t, :active]
+            freqs = self.engine.predict(self.state)
+            encoder.encode(symbols.astype(np.int32), family, self._probabilities(freqs, active))
+            self.engine.advance(self.state, symbols)
+            done += active
+            if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
+                progress(done)
+        return encoder.get_compressed().astype("<u4").tobytes()
+
+    def decode(
+        self,
+        payload: bytes,
+        raw_size: int,
+        lanes: int,
+        index: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> bytes:
+        import constriction
+
+        self._ensure_engine()
+        assert self.engine is not None
+        run, full, rest = lane_layout(raw_size, lanes)
+        grid = np.zeros((run, lanes), dtype=np.uint8)  # grid[t] = byte t of every lane
+        family = self._coder_model()
+        decoder = constriction.stream.queue.RangeDecoder(
+            np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        )
+        done = 0
+        for t in range(run):
+            active = full + (1 if t < rest else 0)
+            freqs = self.engine.predict(self.state)
+            try:
+                symbols = decoder.decode(family, self._probabilities(freqs, active))
+            except Exception as e:  # a corrupt payload can drive the decoder past its data
+                raise ChecksumError(f"corrupt frame {index} (model payload: {e})") from None
+            symbols = np.asarray(symbols).astype(np.uint8)
+            grid[t, :active] = symbols
+            self.engine.advance(self.state, symbols)
+            done += active
+            if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
+                progress(done)
+        return grid.T.reshape(-1)[:raw_size].tobytes()
+
+
+class StreamEncoder:
+    """Writes a .shz stream to `out` from input given in pieces of any size; `finish()` writes the footer.
+
+    strategy: "auto" (cheap test, then the model where it helps), "model" (always try the model; still falls
+    back to stored/zstd where the model frame would be bigger), or "zstd" (never the model: stored/zstd
+    only, and the file decodes without any model)."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        model: Any = None,
+        *,
+        strategy: str = "auto",
+        lanes: int | None = None,
+        frame_size: int | None = None,
+        device: str | None = "auto",
+        threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        if strategy not in ("auto", "model", "zstd"):
+            raise ValueError(f"strategy must be 'auto', 'model' or 'zstd', got {strategy!r}")
+        if lanes is not None and not 1 <= lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be in 1..{MAX_LANES}")
+        if frame_size is not None and not 1 <= frame_size <= MAX_FRAME_SIZE:
+            raise ValueError(f"frame size must be in 1..{MAX_FRAME_SIZE}")
+        self.out = out
+        self.strategy = strategy
+        self.model = None if strategy == "zstd" else load_model(model)
+        self.requested_lanes = lanes
+        self.device = device
+        self.threads = threads
+        self.progress = progress
+        self.engine_factory = engine_factory
+        # Until the header is written, the first frame is being gathered and the layout is undecided.
+        self.frame_size = frame_size or DEFAULT_FRAME_SIZE
+        self.frame_size_fixed = frame_size is not None or strategy == "zstd"
+        self.header: StreamHeader | None = None
+        self.coder: ModelCoder | None = None
+        self.buffer = bytearray()
+        self.hasher = content_hasher()
+        self.frames: list[FrameHeader] = []
+        self.raw_total = 0
+        self.coded_total = 0
+        self.finished = False
+        self.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False, write_checksum=False)
+
+    # -- layout ---------------------------------------------------------------------------------------
+
+    def _max_lanes(self, device: str) -> int:
+        return MAX_LANES_GPU if device.startswith("cuda") else MAX_LANES_CPU
+
+    def _start(self) -> None:
+        """Decide lanes (and, on a GPU, the frame size) from the first frame, and write the header."""
+        known = len(self.buffer)
+        if self.model is None:
+            lanes = 1
+        elif self.requested_lanes is not None:
+            lanes = self.requested_lanes
+        else:
+            # The device matters only for big inputs; small ones never import torch to find out.
+            max_lanes = MAX_LANES_CPU
+            if known >= MAX_LANES_CPU * MIN_LANE_BYTES:
+                self.device = resolve_device(self.device)
+                max_lanes = self._max_lanes(self.device)
+            lanes = choose_lanes(known, max_lanes)
+        model_id = NO_MODEL_ID if self.model is None else self.model.model_id
+        name = "" if self.model is None else self.model.name
+        self.header = StreamHeader(lanes, self.frame_size, model_id, name)
+        self._emit(self.header.to_bytes())
+        if self.model is not None:
+            self.coder = ModelCoder(self.model, lanes, self.device, self.threads, self.engine_factory)
+
+    def _grow_first_frame_if_gpu(self) -> None:
+        """Called once the first frame is full: on a GPU, frames grow so 256 lanes keep long runs."""
+        if self.frame_size_fixed:
+            return
+        self.frame_size_fixed = True
+        if self.requested_lanes is None and self.model is not None:
+            self.device = resolve_device(self.device)
+            if self.device.startswith("cuda"):
+                self.frame_size = GPU_FRAME_SIZE
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.finished:
+            raise ValueError("write to a finished .shz stream")
+        view = memoryview(data).cast("B")
+        taken = 0
+        while taken < len(view):
+            room = self.frame_size - len(self.buffer)
+            piece = view[taken : taken + room]
+            self.buffer += piece
+            taken += len(piece)
+            if len(self.buffer) >= self.frame_size:
+                if self.header is None:
+                    self._grow_first_frame_if_gpu()
+                    if len(self.buffer) < self.frame_size:
+                        continue
+                    self._start()
+                self._flush_frame()
+        return len(view)
+
+    def finish(self) -> None:
+        """Code what is buffered, then write the end-of-stream marker and the footer."""
+        if self.finished:
+            return
+        if self.header is None:
+            self._start()
+        if self.buffer:
+            self._flush_frame()
+        footer = Footer(len(self.frames), self.raw_total, self.hasher.digest())
+        self._emit(footer.to_bytes())
+        self.finished = True
+
+    def _emit(self, data: bytes) -> None:
+        self.out.write(data)
+        self.coded_total += len(data)
+
+    def _report(self, raw_done: int, extra_coded: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(raw_done, self.coded_total + extra_coded)
+
+    def _flush_frame(self) -> None:
+        raw = bytes(self.buffer)
+        self.buffer.clear()
+        self.hasher.update(raw)
+        header, payload = self._code_frame(raw)
+        self._emit(header.to_bytes())
+        self._emit(payload)
+        self.frames.append(header)
+        self.raw_total += len(raw)
+        self._report(self.raw_total)
+
+    def _code_frame(self, raw: bytes) -> tuple[FrameHeader, bytes]:
+        n = len(raw)
+        raw_crc = crc32(raw)
+        best = (FrameHeader(Method.STORED, n, n, raw_crc), raw)
+        zstd_payload = self.zstd.compress(raw)
+        if len(zstd_payload) < n:
+            best = (FrameHeader(Method.ZSTD, n, len(zstd_payload), raw_crc), zstd_payload)
+        if self.coder is None or not self._worth_the_model(n, len(zstd_payload)):
+            return best
+        assert self.header is not None
+        lanes = self.header.lanes
+        before = self.coder.snapshot()
+        base = self.raw_total
+        payload = self.coder.encode(raw, lanes, lambda done: self._report(base + done))
+        if len(payload) < len(best[1]):
+            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes), payload
+        # The model lost to stored/zstd: the decoder will not run the model on this frame, so the lanes
+        # must look as if the encoder had not either.
+        self.coder.restore(before)
+        return best
+
+    def _worth_the_model(self, raw_size: int, zstd_size: int) -> bool:
+        if self.strategy == "model" or raw_size < CHEAP_TEST_MIN_BYTES:
+            return True
+        return zstd_size < raw_size * (1 - INCOMPRESSIBLE_SAVING)
+
+
+class StreamDecoder:
+    """Reads a .shz stream from `src` in one pass; `frames()` yields each frame's raw bytes, verified.
+
+    The model is checked against the header before the first frame; the engine (and torch) starts only at
+    the first model frame. After the last frame the footer is checked (frame count, total size, content
+    checksum) and nothing may follow it."""
+
+    def __init__(
+        self,
+        src: BinaryIO,
+        model: Any = None,
+        *,
+        device: str | None = "auto",
+        threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        self.src = src
+        self.model_arg = model
+        self.device = device
+        self.threads = threads
+        self.progress = progress
+        self.engine_factory = engine_factory
+        self.header: StreamHeader | None = None
+        self.footer: Footer | None = None
+        self.coder: ModelCoder | None = None
+        self.frames_read: list[FrameHeader] = []
+        self.raw_total = 0
+        self.coded_total = 0
+
+    def read_header(self) -> StreamHeader:
+        if self.header is None:
+            self.header = read_header(self.src)
+            self.coded_total = self.header.size
+            if self.header.model_id != NO_MODEL_ID:
+                model = load_model(self.model_arg)
+                check_model(self.header, model)
+                self.coder = ModelCoder(
+                    model, self.header.lanes, self.device, self.threads, self.engine_factory
+                )
+        return self.header
+
+    def frames(self) -> Iterator[bytes]:
+        header = self.read_header()
+        hasher = content_hasher()
+        while True:
+            index = len(self.frames_read) + 1
+            block = read_block(self.src, index)
+            if isinstance(block, Footer):
+                break
+            block.validate(header, index)
+            payload = read_exact(self.src, block.coded_size, f"frame {index}")
+            raw = self._decode_frame(block, payload, index)
+            if crc32(raw) != block.raw_crc32:
+                raise ChecksumError(f"corrupt frame {index} (checksum)")
+            hasher.update(raw)
+            self.frames_read.append(block)
+            self.raw_total += len(raw)
+            self.coded_total += len(payload) + len(block.to_bytes())
+            if self.progress is not None:
+                self.progress(self.raw_total, self.coded_total)
+            yield raw
+        check_footer(block, len(self.frames_read), self.raw_total)
+        if hasher.digest() != block.content_hash:
+            raise ChecksumError("content checksum mismatch (corrupt data)")
+        check_end_of_input(self.src)
+        self.footer = block
+
+    def _decode_frame(self, frame: FrameHeader, payload: bytes, index: int) -> bytes:
+        if frame.method == Method.STORED:
+            return payload
+        if frame.method == Method.ZSTD:
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=frame.raw_size)
+            except zstandard.ZstdError as e:
+                raise ChecksumError(f"corrupt frame {index} (zstd: {e})") from None
+            if len(raw) != frame.raw_size:
+                raise ChecksumError(f"corrupt frame {index} (zstd size)")
+            return raw
+        if self.coder is None:
+            raise FormatError(f"corrupt frame {index} (model frame in a file written without a model)")
+        base_raw, base_coded = self.raw_total, self.coded_total
+
+        def report(done: int) -> None:
+            if self.progress is not None:
+                self.progress(base_raw + done, base_coded)
+
+        return self.coder.decode(payload, frame.raw_size, frame.lanes, index, report)
+
+
+def check_model(header: StreamHeader, model: Any) -> None:
+    if model.model_id != header.model_id:
+        raise ModelMismatchError(
+            f"needs model {header.model_name or '?'} (id {header.model_id.hex()[:16]}…), "
+            f"got {model.name} (id {model.model_id.hex()[:16]}…)"
+        )

@@ -1,0 +1,331 @@
+"""The .shz container: build and parse the header, frame headers and footer (spec: docs/format.md).
+
+No model and no torch here: everything in this module works on bytes, so `shazip info` and
+`shazip --help` stay fast. Layout, all integers little-endian:
+
+    header   magic(8) version(1) flags(1) lanes(2) frame_size(4) model_id(32) name_len(1) name crc32(4)
+    frame*   method(1) flags(1) lanes(2) raw_size(4) coded_size(4) raw_crc32(4) crc32(4)  payload
+    end      method=0xFF(1) flags(1) reserved(2) frame_count(4) total_size(8) blake2b-128(16) crc32(4)
+             trailing magic(8)
+
+Written in one pass over input of unknown length (nothing in the header depends on what follows) and
+read in one pass (every length is known before the bytes it describes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import BinaryIO
+
+MAGIC = b"\x89SHZ\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CR LF, ^Z and LF catch mangled transfers
+TRAILING_MAGIC = b"\x89ZHS\n\x1a\n\r"  # the last 8 bytes of every complete .shz file
+FORMAT_VERSION = 1
+
+MAX_LANES = 4096
+MAX_FRAME_SIZE = 64 * 1024 * 1024  # raw bytes per frame; also bounds every allocation a reader makes
+MAX_FRAMES = 2**32 - 1
+MAX_NAME_BYTES = 255
+MODEL_ID_BYTES = 32
+CONTENT_HASH_BYTES = 16
+
+_HEADER_FIXED = struct.Struct("<8sBBHI32sB")  # magic .. name_len (49 bytes), then name, then crc32
+_FRAME = struct.Struct("<BBHIII")  # method .. raw_crc32 (16 bytes), then crc32
+_FOOTER = struct.Struct("<BBHIQ16s")  # method=END .. content hash (32 bytes), then crc32, trailing magic
+_U32 = struct.Struct("<I")
+
+FRAME_HEADER_SIZE = _FRAME.size + 4  # 20
+FOOTER_SIZE = _FOOTER.size + 4 + len(TRAILING_MAGIC)  # 44
+MIN_HEADER_SIZE = _HEADER_FIXED.size + 4  # 53
+
+
+class Method(IntEnum):
+    """How a frame's payload encodes its raw bytes."""
+
+    STORED = 1  # payload = the raw bytes
+    ZSTD = 2  # payload = one zstd frame (level chosen by the encoder)
+    MODEL = 3  # payload = range-coder words (uint32 LE) driven by the model, `lanes` lanes
+    END = 0xFF  # not a frame: the end-of-stream marker that starts the footer
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+class ShazipError(Exception):
+    """Base of every error shazip raises about data, files or models."""
+
+
+class FormatError(ShazipError):
+    """Not a .shz file, an unsupported version, reserved bits set, or a field out of range."""
+
+
+class ChecksumError(ShazipError):
+    """A checksum did not match: the data is corrupt."""
+
+
+class TruncatedError(ShazipError):
+    """The input ended before the end-of-stream footer."""
+
+
+class ModelMismatchError(ShazipError):
+    """The file was made with a different model than the one offered for decoding."""
+
+
+class ModelError(ShazipError):
+    """A model file could not be loaded or used."""
+
+
+# --- checksums ----------------------------------------------------------------------------------------
+
+
+def crc32(data: bytes | bytearray | memoryview) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def content_hasher() -> hashlib._Hash:
+    """The whole-content checksum: blake2b with a 128-bit digest over all raw bytes."""
+    return hashlib.blake2b(digest_size=CONTENT_HASH_BYTES)
+
+
+# --- header -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """What a decoder must know before the first frame."""
+
+    lanes: int  # lane count of model frames (frames record their own count, <= this)
+    frame_size: int  # upper bound on any frame's raw size
+    model_id: bytes  # 32-byte sha256 identity of the model (shazip.modelfile)
+    model_name: str
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be in 1..{MAX_LANES}, got {self.lanes}")
+        if not 1 <= self.frame_size <= MAX_FRAME_SIZE:
+            raise ValueError(f"frame size must be in 1..{MAX_FRAME_SIZE}, got {self.frame_size}")
+        if len(self.model_id) != MODEL_ID_BYTES:
+            raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
+        if len(self.model_name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ValueError(f"model name longer than {MAX_NAME_BYTES} bytes (UTF-8)")
+
+    def to_bytes(self) -> bytes:
+        name = self.model_name.encode("utf-8")
+        body = (
+            _HEADER_FIXED.pack(MAGIC, self.version, 0, self.lanes, self.frame_size, self.model_id, len(name))
+            + name
+        )
+        return body + _U32.pack(crc32(body))
+
+    @property
+    def size(self) -> int:
+        return MIN_HEADER_SIZE + len(self.model_name.encode("utf-8"))
+
+
+def read_header(stream: BinaryIO) -> StreamHeader:
+    """Read and check a stream header. Raises FormatError / ChecksumError / TruncatedError."""
+    magic = read_exact(stream, len(MAGIC), "the header", allow_empty=True)
+    if not magic:
+        raise FormatError("not a .shz file (empty input)")
+    if magic != MAGIC:
+        if len(magic) < len(MAGIC) and MAGIC.startswith(magic):
+            raise TruncatedError("truncated (inside the header)")
+        raise FormatError("not a .shz file (bad magic)")
+    rest = read_exact(stream, _HEADER_FIXED.size - len(MAGIC), "the header")
+    _, version, flags, lanes, frame_size, model_id, name_len = _HEADER_FIXED.unpack(magic + rest)
+    # The version is checked before the checksum: a later version may lay out its header differently.
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported format version {version} (this shazip reads version {FORMAT_VERSION})"
+        )
+    name = read_exact(stream, name_len, "the header")
+    stored_crc = _U32.unpack(read_exact(stream, 4, "the header"))[0]
+    if crc32(magic + rest + name) != stored_crc:
+        raise ChecksumError("corrupt header (checksum)")
+    if flags != 0:
+        raise FormatError(f"reserved header flags set (0x{flags:02x}): written by a newer shazip?")
+    try:
+        model_name = name.decode("utf-8")
+        return StreamHeader(lanes, frame_size, model_id, model_name, version)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"invalid header ({e})") from None
+
+
+# --- frames -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    method: Method
+    raw_size: int
+    coded_size: int
+    raw_crc32: int
+    lanes: int = 0  # model frames: lanes used (1..header lanes); other methods: 0
+
+    def to_bytes(self) -> bytes:
+        body = _FRAME.pack(self.method, 0, self.lanes, self.raw_size, self.coded_size, self.raw_crc32)
+        return body + _U32.pack(crc32(body))
+
+    def validate(self, header: StreamHeader, index: int) -> None:
+        """Check the fields against the stream header; raise FormatError naming the frame."""
+
+        def bad(problem: str) -> FormatError:
+            return FormatError(f"corrupt frame {index} ({problem})")
+
+        if not 1 <= self.raw_size <= header.frame_size:
+            raise bad(f"raw size {self.raw_size} outside 1..{header.frame_size}")
+        if self.method == Method.STORED:
+            if self.coded_size != self.raw_size or self.lanes != 0:
+                raise bad("stored frame with coded size != raw size or lanes != 0")
+        elif self.method == Method.ZSTD:
+            if not 1 <= self.coded_size < self.raw_size or self.lanes != 0:
+                raise bad("zstd frame not smaller than its raw size, or lanes != 0")
+        elif self.method == Method.MODEL:
+            if not 1 <= self.lanes <= header.lanes:
+                raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
+            if not 4 <= self.coded_size < self.raw_size or self.coded_size % 4:
+                raise bad(f"model frame coded size {self.coded_size} invalid")
+
+
+@dataclass(frozen=True)
+class Footer:
+    frame_count: int
+    total_size: int
+    content_hash: bytes
+
+    def to_bytes(self) -> bytes:
+        body = _FOOTER.pack(Method.END, 0, 0, self.frame_count, self.total_size, self.content_hash)
+        return body + _U32.pack(crc32(body)) + TRAILING_MAGIC
+
+
+def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
+    """Read the next frame header (frame number `index`, counted from 1) or the end-of-stream footer."""
+    first = read_exact(stream, FRAME_HEADER_SIZE, f"frame {index} header", allow_empty=True)
+    if not first:
+        raise TruncatedError(f"truncated (no end-of-stream footer after {index - 1} frames)")
+    if len(first) < FRAME_HEADER_SIZE:
+        raise TruncatedError(f"truncated (inside frame {index} header)")
+    if first[0] == Method.END:
+        rest = read_exact(stream, FOOTER_SIZE - FRAME_HEADER_SIZE, "the footer")
+        data = first + rest
+        body, stored_crc, trailing = data[: _FOOTER.size], data[_FOOTER.size : _FOOTER.size + 4], data[-8:]
+        if crc32(body) != _U32.unpack(stored_crc)[0]:
+            raise ChecksumError("corrupt footer (checksum)")
+        if trailing != TRAILING_MAGIC:
+            raise FormatError("corrupt footer (trailing magic)")
+        _, flags, reserved, frame_count, total_size, content_hash = _FOOTER.unpack(body)
+        if flags or reserved:
+            raise FormatError("reserved footer bits set")
+        return Footer(frame_count, total_size, content_hash)
+    method, flags, lanes, raw_size, coded_size, raw_crc = _FRAME.unpack(first[: _FRAME.size])
+    if crc32(first[: _FRAME.size]) != _U32.unpack(first[_FRAME.size :])[0]:
+        raise ChecksumError(f"corrupt frame {index} (header checksum)")
+    if flags:
+        raise FormatError(f"corrupt frame {index} (reserved flags set)")
+    try:
+        method = Method(method)
+    except ValueError:
+        raise FormatError(f"corrupt frame {index} (unknown method {method})") from None
+    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes)
+
+
+def read_exact(stream: BinaryIO, n: int, what: str, allow_empty: bool = False) -> bytes:
+    """Read exactly n bytes (looping over short reads, as pipes give); TruncatedError if the input ends.
+
+    With allow_empty, a short result is returned instead, so the caller can word its own message."""
+    parts = []
+    got = 0
+    while got < n:
+        chunk = stream.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    data = b"".join(parts)
+    if got < n and not allow_empty:
+        raise TruncatedError(f"truncated (inside {what})")
+    return data
+
+
+# --- reading a file's structure without decoding ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Everything `shazip info` shows: the header, every frame header and the footer."""
+
+    header: StreamHeader
+    frames: list[FrameHeader]
+    footer: Footer
+
+    @property
+    def raw_size(self) -> int:
+        return self.footer.total_size
+
+    @property
+    def file_size(self) -> int:
+        return self.header.size + sum(FRAME_HEADER_SIZE + f.coded_size for f in self.frames) + FOOTER_SIZE
+
+    def method_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for frame in self.frames:
+            counts[frame.method.name.lower()] = counts.get(frame.method.name.lower(), 0) + 1
+        return counts
+
+
+def scan(stream: BinaryIO) -> StreamInfo:
+    """Read a .shz stream's header, frame headers and footer, skipping payloads (seeking when possible).
+
+    Checks every structural checksum, the frame count and total size, and that nothing follows the footer;
+    it cannot check the content itself (that needs decoding: `shazip test`)."""
+    header = read_header(stream)
+    frames: list[FrameHeader] = []
+    while True:
+        block = read_block(stream, len(frames) + 1)
+        if isinstance(block, Footer):
+            break
+        block.validate(header, len(frames) + 1)
+        skip_exact(stream, block.coded_size, f"frame {len(frames) + 1}")
+        frames.append(block)
+    check_footer(block, len(frames), sum(f.raw_size for f in frames))
+    check_end_of_input(stream)
+    return StreamInfo(header, frames, block)
+
+
+def check_footer(footer: Footer, frame_count: int, total_size: int) -> None:
+    if footer.frame_count != frame_count:
+        raise FormatError(f"corrupt footer (says {footer.frame_count} frames, found {frame_count})")
+    if footer.total_size != total_size:
+        raise FormatError(f"corrupt footer (says {footer.total_size} bytes, frames hold {total_size})")
+
+
+def check_end_of_input(stream: BinaryIO) -> None:
+    if stream.read(1):
+        raise FormatError("trailing data after the end of the .shz stream")
+
+
+def skip_exact(stream: BinaryIO, n: int, what: str) -> None:
+    """Skip n bytes; TruncatedError if fewer remain. Seeks on seekable files, reads in chunks otherwise."""
+    if n == 0:
+        return
+    seekable = False
+    try:
+        seekable = stream.seekable()
+    except (AttributeError, OSError):
+        pass
+    if seekable:
+        here = stream.tell()
+        end = stream.seek(0, 2)
+        if end - here < n:
+            raise TruncatedError(f"truncated (inside {what})")
+        stream.seek(here + n)
+        return
+    while n > 0:
+        got = len(stream.read(min(n, 1 << 20)))
+        if got == 0:
+            raise TruncatedError(f"truncated (inside {what})")
+        n -= got

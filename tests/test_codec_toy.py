@@ -1,0 +1,200 @@
+"""Codec mechanics with a toy engine: lanes, frames, state carried across frames, fallbacks.
+
+The toy engine is a per-lane adaptive order-1 byte model with the same interface as shazip.engine.Engine
+(docs/internals.md). It is cheap, so these tests can use many lanes and frames; the real engine's round
+trips are in test_codec.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import numpy as np
+import pytest
+
+from shazip.codec import (
+    MIN_LANE_BYTES,
+    StreamDecoder,
+    StreamEncoder,
+    choose_lanes,
+    lane_layout,
+)
+from shazip.format import Method, ModelMismatchError, scan
+
+
+class ToyState:
+    def __init__(self, lanes: int) -> None:
+        self.prev = np.zeros(lanes, dtype=np.int64)
+        self.counts = np.zeros((lanes, 256, 256), dtype=np.int32)
+
+    def copy(self) -> ToyState:
+        other = ToyState.__new__(ToyState)
+        other.prev = self.prev.copy()
+        other.counts = self.counts.copy()
+        return other
+
+
+class ToyEngine:
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def new_state(self, lanes: int) -> ToyState:
+        return ToyState(lanes)
+
+    def predict(self, state: ToyState) -> np.ndarray:
+        lanes = np.arange(len(state.prev))
+        return state.counts[lanes, state.prev] * 16 + 1
+
+    def advance(self, state: ToyState, symbols: np.ndarray) -> None:
+        k = len(symbols)
+        state.counts[np.arange(k), state.prev[:k], symbols] += 1
+        state.prev[:k] = symbols
+        self.steps += 1
+
+
+class ToyModel:
+    def __init__(self, name: str = "toy") -> None:
+        self.name = name
+        self.model_id = hashlib.sha256(name.encode()).digest()
+        self.engines: list[ToyEngine] = []
+
+    def factory(self, model: object, device: str) -> ToyEngine:
+        assert model is self
+        engine = ToyEngine()
+        self.engines.append(engine)
+        return engine
+
+
+def toy_compress(data: bytes, model: ToyModel | None = None, chunk: int | None = None, **options) -> bytes:
+    model = model or ToyModel()
+    out = io.BytesIO()
+    encoder = StreamEncoder(out, model, device="cpu", engine_factory=model.factory, **options)
+    step = chunk or max(1, len(data))
+    for i in range(0, len(data), step):
+        encoder.write(data[i : i + step])
+    encoder.finish()
+    return out.getvalue()
+
+
+def toy_decompress(packed: bytes, model: ToyModel | None = None) -> bytes:
+    model = model or ToyModel()
+    decoder = StreamDecoder(io.BytesIO(packed), model, device="cpu", engine_factory=model.factory)
+    return b"".join(decoder.frames())
+
+
+def text(n: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    words = [b"the", b"quick", b"brown", b"fox", b"jumps", b"over", b"lazy", b"dog", b"and", b"cat"]
+    out = bytearray()
+    while len(out) < n:
+        out += words[rng.integers(len(words))] + (b"\n" if rng.random() < 0.1 else b" ")
+    return bytes(out[:n])
+
+
+def markov(n: int, seed: int = 0) -> bytes:
+    """An order-1 Markov source over 16 byte values: the toy model learns it, zstd cannot exploit it."""
+    rng = np.random.default_rng(seed)
+    table = np.random.default_rng(99).dirichlet(np.full(16, 0.15), size=16)
+    out = np.empty(n, dtype=np.uint8)
+    prev = 0
+    draws = rng.random(n)
+    cumulative = table.cumsum(axis=1)
+    for i in range(n):
+        prev = min(int(np.searchsorted(cumulative[prev], draws[i])), 15)
+        out[i] = prev
+    return (out + ord("a")).tobytes()
+
+
+def test_lane_layout_covers_every_byte_once():
+    for n in [1, 2, 7, 64, 65, 100, 1000, 1023, 4097]:
+        for lanes in [1, 2, 3, 7, 64]:
+            run, full, rest = lane_layout(n, lanes)
+            assert full * run + rest == n
+            assert full + (1 if rest else 0) <= lanes
+            assert rest < run
+
+
+def test_choose_lanes_small_inputs_get_few_lanes():
+    assert choose_lanes(0, 64) == 1
+    assert choose_lanes(100, 64) == 1
+    assert choose_lanes(5 * MIN_LANE_BYTES + 3, 64) == 5
+    assert choose_lanes(1 << 20, 64) == 64
+    assert choose_lanes(4 << 20, 256) == 256
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 5, 64])
+@pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 65, 999, 1000, 1001, 3001])
+def test_round_trip_lane_and_frame_boundaries(n, lanes):
+    data = text(n, seed=n)
+    packed = toy_compress(data, lanes=lanes, frame_size=1000, strategy="model")
+    assert toy_decompress(packed) == data
+
+
+def test_model_frames_are_used_and_lanes_recorded():
+    data = markov(20000)
+    packed = toy_compress(data, lanes=3, frame_size=4096)
+    info = scan(io.BytesIO(packed))
+    assert info.header.lanes == 3
+    assert info.header.frame_size == 4096
+    assert [f.raw_size for f in info.frames] == [4096] * 4 + [20000 - 4 * 4096]
+    model_frames = [f for f in info.frames if f.method == Method.MODEL]
+    assert model_frames and all(f.lanes == 3 for f in model_frames)
+    assert info.footer.total_size == 20000 and info.footer.frame_count == 5
+
+
+def test_state_is_carried_across_frames():
+    """Later frames of repetitive text cost less than the first: the lanes remember earlier frames."""
+    data = markov(4 * 4096, seed=1)
+    info = scan(io.BytesIO(toy_compress(data, lanes=2, frame_size=4096, strategy="model")))
+    sizes = [f.coded_size for f in info.frames]
+    assert all(f.method == Method.MODEL for f in info.frames)
+    assert sizes[-1] < sizes[0] * 0.8
+
+
+def test_incompressible_frames_skip_the_model():
+    model = ToyModel()
+    data = os.urandom(3 * 16384)
+    packed = toy_compress(data, model=model, lanes=4, frame_size=16384)
+    info = scan(io.BytesIO(packed))
+    assert all(f.method == Method.STORED for f in info.frames)
+    assert not model.engines or model.engines[0].steps == 0
+    assert len(packed) <= len(data) + 400
+    assert toy_decompress(packed) == data
+
+
+def test_model_frame_that_loses_is_replaced_and_state_restored():
+    """Random bytes with strategy=model: the model runs, loses, and its lane state must be rolled back
+    (otherwise the following text frame would decode wrongly)."""
+    data = os.urandom(3000) + markov(3000) + os.urandom(100) + markov(5000, seed=2)
+    packed = toy_compress(data, lanes=2, frame_size=3000, strategy="model")
+    methods = [f.method for f in scan(io.BytesIO(packed)).frames]
+    assert methods[0] == Method.STORED and Method.MODEL in methods
+    assert toy_decompress(packed) == data
+
+
+def test_mixed_content_and_small_writes():
+    data = markov(5000) + os.urandom(5000) + bytes(5000) + text(5000, seed=3)
+    packed = toy_compress(data, lanes=4, frame_size=5000, chunk=333)
+    methods = {f.method for f in scan(io.BytesIO(packed)).frames}
+    assert Method.STORED in methods
+    assert toy_decompress(packed) == data
+
+
+def test_piecewise_writes_give_identical_output():
+    data = text(10000)
+    whole = toy_compress(data, lanes=3, frame_size=2048)
+    assert toy_compress(data, lanes=3, frame_size=2048, chunk=1) == whole
+    assert toy_compress(data, lanes=3, frame_size=2048, chunk=777) == whole
+
+
+def test_wrong_model_is_refused_with_both_names():
+    packed = toy_compress(text(1000), model=ToyModel("alpha"))
+    with pytest.raises(ModelMismatchError, match=r"needs model alpha \(id [0-9a-f]+…\), got beta"):
+        toy_decompress(packed, model=ToyModel("beta"))
+
+
+def test_lanes_chosen_from_input_size():
+    small = scan(io.BytesIO(toy_compress(text(3 * MIN_LANE_BYTES + 5))))
+    assert small.header.lanes == 3
