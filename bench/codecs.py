@@ -1,0 +1,161 @@
+"""The codecs the benchmark compares: shazip and the classical compressors at the settings people quote.
+
+Every codec is a pair of one-shot functions `bytes -> bytes`. Codecs that cannot run here (shazip's API
+not written yet, brotli not installed) stay in the list with the reason, so the benchmark reports them
+as skipped instead of silently leaving them out.
+"""
+
+from __future__ import annotations
+
+import lzma
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+SHAZIP = "shazip"
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One compressor at one setting."""
+
+    name: str
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes], bytes]
+    # Slow codecs (shazip) are measured once (pytest-benchmark `pedantic`, one round, one iteration).
+    slow: bool = False
+    # Why this codec cannot run here; None when it can.
+    unavailable: str | None = None
+
+    @property
+    def classical(self) -> bool:
+        return self.name != SHAZIP
+
+
+class RoundTripError(AssertionError):
+    """A codec's output did not decompress to its input."""
+
+
+def _zstd_codec(level: int, long_mode: bool = False) -> Codec:
+    def compress(data: bytes) -> bytes:
+        # `zstd --long` (27-bit window, long-distance matching); the source size lets zstd shrink the
+        # window for small inputs, as the command line does.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, source_size=len(data), enable_ldm=long_mode
+        )
+        return zstandard.ZstdCompressor(compression_params=params).compress(data)
+
+    def decompress(data: bytes) -> bytes:
+        return zstandard.ZstdDecompressor(max_window_size=2**27).decompress(data)
+
+    name = f"zstd-{level}" + ("-long" if long_mode else "")
+    return Codec(name, compress, decompress)
+
+
+def _xz_codec() -> Codec:
+    def compress(data: bytes) -> bytes:
+        return lzma.compress(data, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
+
+    return Codec("xz-9e", compress, lzma.decompress)
+
+
+def _brotli_codec() -> Codec:
+    try:
+        import brotli
+    except ImportError:
+        return Codec(
+            "brotli-11", _missing, _missing, unavailable="brotli is not installed (pip install brotli)"
+        )
+
+    def compress(data: bytes) -> bytes:
+        # lgwin=24: the brotli command line's default window (the library's default is 22).
+        return brotli.compress(data, quality=11, lgwin=24)
+
+    return Codec("brotli-11", compress, brotli.decompress)
+
+
+def _shazip_codec(model: Path | None = None) -> Codec:
+    """shazip with the embedded default model, or with the model file `model`."""
+    import shazip
+
+    def unavailable(reason: str) -> Codec:
+        return Codec(SHAZIP, _missing, _missing, slow=True, unavailable=reason)
+
+    try:
+        shazip_compress, shazip_decompress = shazip.compress, shazip.decompress
+    except AttributeError:
+        return unavailable("shazip.compress/shazip.decompress are not available in this build of shazip")
+    if model is None:
+        from shazip.modelfile import default_model_path
+
+        if not default_model_path().is_file():
+            return unavailable(
+                f"no embedded default model ({default_model_path()} is missing); "
+                "give a model file with --shazip-model PATH"
+            )
+    elif not Path(model).is_file():
+        return unavailable(f"model file {model} not found")
+
+    def compress(data: bytes) -> bytes:
+        return shazip_compress(data, model)
+
+    def decompress(data: bytes) -> bytes:
+        return shazip_decompress(data, model)
+
+    return Codec(SHAZIP, compress, decompress, slow=True)
+
+
+def _missing(data: bytes) -> bytes:
+    raise RuntimeError("this codec is not available")
+
+
+def all_codecs(shazip_model: Path | None = None) -> list[Codec]:
+    """The codecs in report order: classical ones from fastest to strongest, then shazip (with the
+    embedded default model, or the model file `shazip_model`)."""
+    return [
+        _zstd_codec(3),
+        _zstd_codec(19),
+        _zstd_codec(22, long_mode=True),
+        _xz_codec(),
+        _brotli_codec(),
+        _shazip_codec(shazip_model),
+    ]
+
+
+def verify_round_trip(codec: Codec, original: bytes, compressed: bytes) -> None:
+    """Decompress `compressed` and fail unless it gives back `original` exactly."""
+    check_restored(codec.name, original, codec.decompress(compressed))
+
+
+def check_restored(codec_name: str, original: bytes, restored: bytes) -> None:
+    """Fail unless a decompressor's output `restored` is exactly `original`."""
+    if restored != original:
+        raise RoundTripError(_difference(codec_name, original, restored))
+
+
+def _difference(codec_name: str, original: bytes, restored: bytes) -> str:
+    common = min(len(original), len(restored))
+    first = next((i for i in range(common) if original[i] != restored[i]), common)
+    return (
+        f"{codec_name}: round trip failed: {len(original)} bytes in, {len(restored)} bytes back, "
+        f"first difference at byte {first}"
+    )
+
+
+class Stopwatch:
+    """Wraps a function and keeps the shortest duration of its calls (the benchmark's best round)."""
+
+    def __init__(self, function: Callable[[bytes], bytes]):
+        self._function = function
+        self.best_seconds = float("inf")
+        self.calls = 0
+
+    def __call__(self, data: bytes) -> bytes:
+        start = time.perf_counter()
+        result = self._function(data)
+        self.best_seconds = min(self.best_seconds, time.perf_counter() - start)
+        self.calls += 1
+        return result
