@@ -83,11 +83,12 @@ class ShazipWriter(io.BufferedIOBase):
             return
         try:
             self._encoder.finish()
-            self._fileobj.flush()
         finally:
-            if self._closefd:
-                self._fileobj.close()
-            super().close()
+            try:
+                super().close()  # flushes the file below, so it must still be open
+            finally:
+                if self._closefd:
+                    self._fileobj.close()
 
     @property
     def raw_bytes(self) -> int:
@@ -138,20 +139,26 @@ class ShazipReader(io.BufferedIOBase):
                 parts.append(bytes(self._buffer))
                 self._buffer = memoryview(b"")
             return b"".join(parts)
-        if size == 0 or not self._fill():
-            return b""
-        piece = bytes(self._buffer[:size])
-        self._buffer = self._buffer[size:]
-        return piece
+        parts = []
+        wanted = size
+        while wanted > 0 and self._fill():
+            piece = self._buffer[:wanted]
+            self._buffer = self._buffer[len(piece) :]
+            parts.append(bytes(piece))
+            wanted -= len(piece)
+        return b"".join(parts)
 
     def read1(self, size: int = -1) -> bytes:
+        """At most one frame's worth: whatever is decoded, or the next frame."""
+        if self.closed:
+            raise ValueError("read from a closed ShazipReader")
+        if not self._fill():
+            return b""
         if size is None or size < 0:
-            if not self._fill():
-                return b""
-            piece = bytes(self._buffer)
-            self._buffer = memoryview(b"")
-            return piece
-        return self.read(size)
+            size = len(self._buffer)
+        piece = bytes(self._buffer[:size])
+        self._buffer = self._buffer[len(piece) :]
+        return piece
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

@@ -1,0 +1,216 @@
+"""The .shz container: build and parse every part, and refuse what does not follow the spec."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+
+from shazip.format import (
+    FOOTER_SIZE,
+    FRAME_HEADER_SIZE,
+    MAGIC,
+    MAX_FRAME_SIZE,
+    MAX_LANES,
+    MIN_HEADER_SIZE,
+    TRAILING_MAGIC,
+    ChecksumError,
+    Footer,
+    FormatError,
+    FrameHeader,
+    Method,
+    StreamHeader,
+    TruncatedError,
+    crc32,
+    read_block,
+    read_header,
+    scan,
+)
+
+MODEL_ID = bytes(range(32))
+
+
+def header(**changes) -> StreamHeader:
+    fields = {"lanes": 8, "frame_size": 1 << 20, "model_id": MODEL_ID, "model_name": "fixture-ü"}
+    return StreamHeader(**(fields | changes))
+
+
+def test_magic_is_binary_and_not_utf8():
+    assert len(MAGIC) == 8 and MAGIC[0] >= 0x80
+    with pytest.raises(UnicodeDecodeError):
+        MAGIC.decode("utf-8")
+    with pytest.raises(UnicodeDecodeError):
+        TRAILING_MAGIC.decode("utf-8")
+    assert b"\r\n" in MAGIC and b"\x1a" in MAGIC
+
+
+def test_header_round_trip_and_layout():
+    h = header()
+    raw = h.to_bytes()
+    assert raw.startswith(MAGIC)
+    assert len(raw) == h.size == MIN_HEADER_SIZE + len("fixture-ü".encode())
+    assert raw[8] == 1 and raw[9] == 0  # version, flags
+    assert struct.unpack_from("<HI", raw, 10) == (8, 1 << 20)  # little-endian lanes, frame size
+    assert raw[16:48] == MODEL_ID
+    assert read_header(io.BytesIO(raw)) == h
+
+
+def test_header_limits_are_enforced_when_building():
+    for bad in [
+        {"lanes": 0},
+        {"lanes": MAX_LANES + 1},
+        {"frame_size": 0},
+        {"frame_size": MAX_FRAME_SIZE + 1},
+    ]:
+        with pytest.raises(ValueError):
+            header(**bad)
+    with pytest.raises(ValueError):
+        header(model_id=b"short")
+    with pytest.raises(ValueError):
+        header(model_name="x" * 256)
+
+
+def resign_header(raw: bytearray) -> bytes:
+    """Recompute the header CRC after an edit, to reach the checks behind it."""
+    body = bytes(raw[:-4])
+    return body + struct.pack("<I", crc32(body))
+
+
+def test_header_errors_name_the_problem():
+    raw = bytearray(header().to_bytes())
+    with pytest.raises(FormatError, match="not a .shz file"):
+        read_header(io.BytesIO(b"PK\x03\x04" + bytes(100)))
+    with pytest.raises(FormatError, match="empty"):
+        read_header(io.BytesIO(b""))
+    with pytest.raises(TruncatedError):
+        read_header(io.BytesIO(MAGIC[:5]))
+    with pytest.raises(TruncatedError):
+        read_header(io.BytesIO(bytes(raw[:30])))
+    version = bytearray(raw)
+    version[8] = 2
+    with pytest.raises(FormatError, match="unsupported format version 2"):
+        read_header(io.BytesIO(bytes(version)))
+    flags = bytearray(raw)
+    flags[9] = 0x40
+    with pytest.raises(FormatError, match="reserved header flags"):
+        read_header(io.BytesIO(resign_header(flags)))
+    with pytest.raises(ChecksumError, match="corrupt header"):
+        read_header(io.BytesIO(bytes(flags)))
+    lanes = bytearray(raw)
+    lanes[10:12] = struct.pack("<H", 0)
+    with pytest.raises(FormatError, match="lanes"):
+        read_header(io.BytesIO(resign_header(lanes)))
+
+
+def test_frame_header_round_trip_and_validation():
+    h = header()
+    frame = FrameHeader(Method.MODEL, 1000, 400, 0xDEADBEEF, lanes=8)
+    raw = frame.to_bytes()
+    assert len(raw) == FRAME_HEADER_SIZE
+    assert read_block(io.BytesIO(raw), 1) == frame
+    frame.validate(h, 1)
+    bad_frames = [
+        FrameHeader(Method.MODEL, 1000, 400, 0, lanes=9),  # more lanes than the header
+        FrameHeader(Method.MODEL, 1000, 402, 0, lanes=8),  # not whole words
+        FrameHeader(Method.MODEL, 1000, 1000, 0, lanes=8),  # not smaller than raw
+        FrameHeader(Method.STORED, 10, 11, 0),
+        FrameHeader(Method.ZSTD, 10, 10, 0),
+        FrameHeader(Method.STORED, 0, 0, 0),  # empty frames are never written
+        FrameHeader(Method.STORED, (1 << 20) + 1, (1 << 20) + 1, 0),  # above the frame size
+    ]
+    for bad in bad_frames:
+        with pytest.raises(FormatError, match="corrupt frame 3"):
+            bad.validate(h, 3)
+
+
+def test_frame_header_errors():
+    raw = bytearray(FrameHeader(Method.ZSTD, 100, 50, 1).to_bytes())
+    flipped = bytearray(raw)
+    flipped[5] ^= 1
+    with pytest.raises(ChecksumError, match=r"corrupt frame 7 \(header checksum\)"):
+        read_block(io.BytesIO(bytes(flipped)), 7)
+    unknown = bytearray(raw)
+    unknown[0] = 9
+    unknown[16:20] = struct.pack("<I", crc32(bytes(unknown[:16])))
+    with pytest.raises(FormatError, match="unknown method 9"):
+        read_block(io.BytesIO(bytes(unknown)), 1)
+    with pytest.raises(TruncatedError, match="frame 2"):
+        read_block(io.BytesIO(bytes(raw[:7])), 2)
+    with pytest.raises(TruncatedError, match="no end-of-stream footer"):
+        read_block(io.BytesIO(b""), 4)
+
+
+def test_footer_round_trip_and_errors():
+    footer = Footer(frame_count=3, total_size=(1 << 40) + 5, content_hash=bytes(range(16)))
+    raw = footer.to_bytes()
+    assert len(raw) == FOOTER_SIZE and raw[0] == Method.END and raw.endswith(TRAILING_MAGIC)
+    assert read_block(io.BytesIO(raw), 4) == footer
+    for i in range(len(raw) - 1):  # every byte but the END marker itself
+        if i == 0:
+            continue
+        broken = bytearray(raw)
+        broken[i] ^= 0x10
+        with pytest.raises((ChecksumError, FormatError), match="footer"):
+            read_block(io.BytesIO(bytes(broken)), 4)
+    for cut in range(1, len(raw)):
+        with pytest.raises(TruncatedError):
+            read_block(io.BytesIO(raw[:cut]), 4)
+
+
+def build_stream(frames: list[tuple[FrameHeader, bytes]], total: int | None = None) -> bytes:
+    h = header(frame_size=64)
+    parts = [h.to_bytes()]
+    for frame, payload in frames:
+        parts += [frame.to_bytes(), payload]
+    size = sum(f.raw_size for f, _ in frames) if total is None else total
+    parts.append(Footer(len(frames), size, bytes(16)).to_bytes())
+    return b"".join(parts)
+
+
+def test_scan_reads_structure_without_payloads():
+    frames = [
+        (FrameHeader(Method.STORED, 5, 5, crc32(b"hello")), b"hello"),
+        (FrameHeader(Method.MODEL, 64, 8, 0, lanes=2), bytes(8)),
+    ]
+    data = build_stream(frames)
+    info = scan(io.BytesIO(data))
+    assert [f for f, _ in frames] == info.frames
+    assert info.file_size == len(data)
+    assert info.raw_size == 69
+    assert info.method_counts() == {"stored": 1, "model": 1}
+
+
+def test_scan_checks_footer_totals_and_trailing_data():
+    frames = [(FrameHeader(Method.STORED, 5, 5, crc32(b"hello")), b"hello")]
+    with pytest.raises(FormatError, match="says 6 bytes"):
+        scan(io.BytesIO(build_stream(frames, total=6)))
+    with pytest.raises(FormatError, match="trailing data"):
+        scan(io.BytesIO(build_stream(frames) + b"\0"))
+    with pytest.raises(TruncatedError):
+        scan(io.BytesIO(build_stream(frames)[:-3]))
+
+
+class PipeLike(io.RawIOBase):
+    """Returns at most 3 bytes per read and cannot seek, like a pipe under load."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(3, len(buffer), len(self.data) - self.pos)
+        buffer[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_scan_works_on_short_reads_without_seeking():
+    frames = [(FrameHeader(Method.STORED, 40, 40, crc32(bytes(40))), bytes(40))] * 3
+    data = build_stream(frames)
+    assert scan(PipeLike(data)).frames == scan(io.BytesIO(data)).frames
+    with pytest.raises(TruncatedError):
+        scan(PipeLike(data[:-50]))
