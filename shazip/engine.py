@@ -1,0 +1,324 @@
+"""The integer-exact SHA-RNN inference engine shared by compression and decompression.
+
+Why integers: DESIGN.md section 2. Every value that influences a frequency table is an integer computed
+with integer operations whose result does not depend on summation order, thread count, batch grouping or
+device:
+
+* GEMMs multiply int8-valued operands held in float32 (K <= 1024, so every partial sum is an integer below
+  2**24 and exact) or, for the attention's weighted sum of values, in float64 (partial sums below 2**53).
+  Results are converted to int64 right away.
+* Everything after a GEMM is integer fixed point: requantisation `(v * M + B) >> S` (int64, B holds the
+  round-half-up constant), sigmoid / tanh / GELU / exp through lookup tables stored in the model file.
+* LayerNorm: integer sums, `V = d*sum(x^2) - sum(x)^2 + E` (E: eps in integer units), `floor(sqrt(V))`
+  computed as the IEEE float64 square root of the exactly representable integer V (V < 2**53), which is
+  correctly rounded on every IEEE platform (CPU and CUDA), then floored; `2**40 // sqrt` by integer
+  division; the normalised value in Q12.
+* Softmax: max-subtract on integer scores, exp table, weights summed as integers, integer division.
+* The output table: exp table of (logit - max), scaled to TABLE_TOTAL with every entry >= 1; the rounding
+  remainder goes to the first most probable symbol.
+
+Two implementations of the same formulas: this torch module (the reference; runs on CPU and CUDA) and
+the numba kernels in `shazip._kernels` (fast CPU path). Tests prove them bit-identical.
+
+Attention memory: each lane keeps a ring buffer of the last `memory + 1` int8 memory vectors (the
+attention block's LayerNorm'd input, the current position included) and a count of positions written.
+The key and value gates are per-channel constants, so instead of storing gated keys and values the key
+gate is folded into the query and the value gate is applied to the attention output: one int8 tensor per
+position instead of two.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shazip.modelfile import ModelFile
+
+QUANT_SCHEME = "shazip-int8-v1"  # the formulas below; export writes it into the model file
+START_BYTE = 10  # a fresh lane behaves as if it had just consumed a newline from the zero state
+TABLE_TOTAL = 1 << 20  # every frequency table sums to exactly this (constriction allows up to 2**24)
+
+# Fixed-point conventions shared with shazip.export (which builds the tables for them).
+GATE_Q = 10  # LSTM gate pre-activations: Q10 ...
+GATE_RANGE = 16 << GATE_Q  # ... clamped to [-16, 16): sigmoid/tanh tables have 2 * GATE_RANGE entries
+ACT_Q = 15  # sigmoid/tanh outputs and the LSTM cell state: Q15
+CELL_MAX = 1 << 28  # cell state clamp (8192.0; tanh is saturated long before)
+NORM_Q = 12  # LayerNorm normalised values: Q12
+LN_INV_BITS = 40  # LayerNorm reciprocal: 2**40 // sqrt(V)
+AFFINE_SHIFT = 32  # LayerNorm affine targets: (n * g + b) >> 32
+RES_MAX = 32767  # residual-stream values (int) are clamped to +-RES_MAX; calibrated max maps to 4096
+INT8_MAX = 127
+GELU_RANGE = 1 << 14  # GELU table covers integer inputs [-GELU_RANGE, GELU_RANGE]; identity above
+BOOM_CLAMP = 1 << 24
+ATT_EXP_Q = 8  # attention score differences are looked up in Q8 nats ...
+ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
+ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
+LOGIT_Q = 10  # logits in Q10 nats
+LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
+GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
+
+
+@dataclass
+class EngineState:
+    """Per-lane state: LSTM (int8 h, Q15 cell) per block, attention ring buffer, current tables."""
+
+    h8: list[torch.Tensor]  # per block [B, d] int8: h quantised with scale 1/127 (the recurrent input)
+    cell: list[torch.Tensor]  # per block [B, d] int32, Q15
+    ring: torch.Tensor  # [B, memory + 1, d] int8
+    written: torch.Tensor  # [B] int64: positions written into the ring so far
+    freqs: torch.Tensor  # [B, 256] int32: each lane's next-byte table
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def lanes(self) -> int:
+        return int(self.freqs.shape[0])
+
+    def copy(self) -> EngineState:
+        return EngineState(
+            h8=[t.clone() for t in self.h8],
+            cell=[t.clone() for t in self.cell],
+            ring=self.ring.clone(),
+            written=self.written.clone(),
+            freqs=self.freqs.clone(),
+            extra=copy.deepcopy(self.extra),
+        )
+
+    def select(self, lanes: list[int] | np.ndarray | torch.Tensor) -> EngineState:
+        """A new state holding copies of the given lanes, in that order."""
+        idx = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.freqs.device)
+        return EngineState(
+            h8=[t[idx].clone() for t in self.h8],
+            cell=[t[idx].clone() for t in self.cell],
+            ring=self.ring[idx].clone(),
+            written=self.written[idx].clone(),
+            freqs=self.freqs[idx].clone(),
+        )
+
+    @staticmethod
+    def concat(states: list[EngineState]) -> EngineState:
+        """Lanes of several states, one after another."""
+        n = len(states[0].h8)
+        return EngineState(
+            h8=[torch.cat([s.h8[i] for s in states]) for i in range(n)],
+            cell=[torch.cat([s.cell[i] for s in states]) for i in range(n)],
+            ring=torch.cat([s.ring for s in states]),
+            written=torch.cat([s.written for s in states]),
+            freqs=torch.cat([s.freqs for s in states]),
+        )
+
+    def to(self, device: str | torch.device) -> EngineState:
+        return EngineState(
+            h8=[t.to(device) for t in self.h8],
+            cell=[t.to(device) for t in self.cell],
+            ring=self.ring.to(device),
+            written=self.written.to(device),
+            freqs=self.freqs.to(device),
+        )
+
+
+def _shr(v: torch.Tensor, m: torch.Tensor | int, b: torch.Tensor | int, s: int) -> torch.Tensor:
+    """(v * m + b) >> s in int64 (arithmetic shift: b carries the round-half-up constant)."""
+    return (v * m + b) >> s
+
+
+def ln_normalise(x: torch.Tensor, eps_term: int) -> torch.Tensor:
+    """Integer LayerNorm without the affine part: [B, d] int64 -> Q12 normalised values (int64)."""
+    d = x.shape[-1]
+    s1 = x.sum(-1, keepdim=True)
+    s2 = (x * x).sum(-1, keepdim=True)
+    v = d * s2 - s1 * s1 + eps_term
+    root = torch.sqrt(v.to(torch.float64)).floor().to(torch.int64).clamp_min(1)
+    inv = torch.div(torch.full_like(root, 1 << LN_INV_BITS), root, rounding_mode="floor")
+    dx = d * x - s1
+    return (dx * inv + (1 << (LN_INV_BITS - NORM_Q - 1))) >> (LN_INV_BITS - NORM_Q)
+
+
+def ln_affine(n: torch.Tensor, g: torch.Tensor, b: torch.Tensor, limit: int) -> torch.Tensor:
+    return ((n * g + b) >> AFFINE_SHIFT).clamp_(-limit, limit)
+
+
+def frequency_table(logit_q: torch.Tensor, exp_lut: torch.Tensor) -> torch.Tensor:
+    """[B, 256] int64 logits (Q10 nats) -> [B, 256] int32 frequencies, each >= 1, rows sum to TABLE_TOTAL."""
+    diff = (logit_q.max(-1, keepdim=True).values - logit_q).clamp_(0, LOGIT_EXP_SIZE - 1)
+    e = exp_lut[diff]
+    total = e.sum(-1, keepdim=True)
+    spread = TABLE_TOTAL - logit_q.shape[-1]
+    freqs = 1 + torch.div(e * spread, total, rounding_mode="floor")
+    remainder = TABLE_TOTAL - freqs.sum(-1, keepdim=True)
+    top = diff.argmin(-1, keepdim=True)  # first index of the largest logit
+    freqs.scatter_add_(-1, top, remainder)
+    return freqs.to(torch.int32)
+
+
+class Engine:
+    """Runs an integer model file. See docs/internals.md for the interface."""
+
+    TABLE_TOTAL = TABLE_TOTAL
+    START_BYTE = START_BYTE
+
+    def __init__(self, model: ModelFile | str, device: str | torch.device = "cpu") -> None:
+        if not isinstance(model, ModelFile):
+            model = ModelFile.load(model)
+        # Exactness of the float GEMMs needs full float32 (no TF32 / reduced-precision accumulation).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        if model.quant.get("scheme") != QUANT_SCHEME:
+            raise ValueError(
+                f"model file quantisation scheme {model.quant.get('scheme')!r} is not {QUANT_SCHEME!r}"
+            )
+        self.model = model
+        self.cfg = model.config
+        self.q = model.quant
+        self.device = torch.device(device)
+        self.d = self.cfg.d_model
+        self.memory = self.cfg.memory
+        self.attn_index = self.cfg.attn_index
+        self._load_tensors()
+
+    def _load_tensors(self) -> None:
+        dev = self.device
+        t = {}
+        for name, arr in self.model.tensors.items():
+            if name.rsplit(".", 1)[-1] in GEMM_WEIGHTS:
+                t[name] = torch.from_numpy(arr.astype(np.float32)).to(dev)  # GEMM operand, exact in float32
+            else:
+                t[name] = torch.from_numpy(arr.astype(np.int64)).to(dev)
+        self.t = t
+
+    # ---- state ----
+    def new_state(self, lanes: int) -> EngineState:
+        d, dev = self.d, self.device
+        nb = self.cfg.n_blocks
+        state = EngineState(
+            h8=[torch.zeros(lanes, d, dtype=torch.int8, device=dev) for _ in range(nb)],
+            cell=[torch.zeros(lanes, d, dtype=torch.int32, device=dev) for _ in range(nb)],
+            ring=torch.zeros(lanes, self.memory + 1, d, dtype=torch.int8, device=dev),
+            written=torch.zeros(lanes, dtype=torch.int64, device=dev),
+            freqs=torch.zeros(lanes, 256, dtype=torch.int32, device=dev),
+        )
+        if lanes:
+            self.advance(state, np.full(lanes, START_BYTE, dtype=np.uint8))
+        return state
+
+    def predict(self, state: EngineState) -> np.ndarray:
+        return state.freqs.cpu().numpy().copy()
+
+    def advance(self, state: EngineState, symbols: np.ndarray | bytes | list[int]) -> None:
+        sym = (
+            np.frombuffer(bytes(symbols), dtype=np.uint8)
+            if isinstance(symbols, bytes)
+            else np.asarray(symbols)
+        )
+        k = int(sym.shape[0])
+        if k > state.lanes:
+            raise ValueError(f"{k} symbols for {state.lanes} lanes")
+        if k == 0:
+            return
+        x = torch.from_numpy(sym.astype(np.int64)).to(self.device)
+        with torch.no_grad():
+            self._step(state, x, k)
+
+    # ---- the step (torch reference) ----
+    def _step(self, st: EngineState, x: torch.Tensor, k: int) -> None:
+        t, q = self.t, self.q
+        out = None
+        for i in range(self.cfg.n_blocks):
+            p = f"b{i}."
+            if i == 0:
+                a8 = t[p + "start8_table"][x]
+                res = t[p + "startres_table"][x]
+            else:
+                n = ln_normalise(out, q[p + "ln_start_eps"])
+                a8 = ln_affine(n, t[p + "start8_g"], t[p + "start8_b"], INT8_MAX)
+                res = ln_affine(n, t[p + "startres_g"], t[p + "startres_b"], RES_MAX)
+            mid = self._lstm(st, i, a8, res, k)
+            if i == self.attn_index:
+                mid = self._attention(st, mid, k)
+            n = ln_normalise(mid, q[p + "ln_ff_eps"])
+            ffres = ln_affine(n, t[p + "ffres_g"], t[p + "ffres_b"], RES_MAX)
+            xff8 = ln_affine(n, t[p + "xff8_g"], t[p + "xff8_b"], INT8_MAX)
+            acc = F.linear(xff8.to(torch.float32), t[p + "wup"]).to(torch.int64)
+            u = _shr(acc, t[p + "u_m"], t[p + "u_b"], q[p + "u_shift"]).clamp_(-BOOM_CLAMP, BOOM_CLAMP)
+            g = torch.where(
+                u > GELU_RANGE, u, t[p + "gelu_lut"][u.clamp(-GELU_RANGE, GELU_RANGE) + GELU_RANGE]
+            )
+            boom = g.view(k, -1, self.d).sum(1)
+            out = (ffres + _shr(boom, q[p + "boom_m"], q[p + "boom_b"], q[p + "boom_shift"])).clamp_(
+                -RES_MAX, RES_MAX
+            )
+        fin8 = _shr(out, q["fin_m"], q["fin_b"], q["fin_shift"]).clamp_(-INT8_MAX, INT8_MAX)
+        acc = F.linear(fin8.to(torch.float32), t["wout"]).to(torch.int64)
+        logit = _shr(acc, t["logit_m"], t["logit_b"], q["logit_shift"])
+        st.freqs[:k] = frequency_table(logit, t["logit_exp_lut"])
+
+    def _lstm(self, st: EngineState, i: int, a8: torch.Tensor, res: torch.Tensor, k: int) -> torch.Tensor:
+        t, q, p = self.t, self.q, f"b{i}."
+        acc_x = F.linear(a8.to(torch.float32), t[p + "wih"]).to(torch.int64)
+        acc_h = F.linear(st.h8[i][:k].to(torch.float32), t[p + "whh"]).to(torch.int64)
+        z = (acc_x * t[p + "z_mx"] + acc_h * t[p + "z_mh"] + t[p + "z_b"]) >> q[p + "z_shift"]
+        z = z.clamp_(-GATE_RANGE, GATE_RANGE - 1) + GATE_RANGE
+        zi, zf, zg, zo = z.chunk(4, dim=-1)
+        sig, tanh = t["sigmoid_lut"], t["tanh_lut"]
+        c = st.cell[i][:k].to(torch.int64)
+        c = ((sig[zf] * c + sig[zi] * tanh[zg] + (1 << (ACT_Q - 1))) >> ACT_Q).clamp_(-CELL_MAX, CELL_MAX)
+        tc = tanh[((c + (1 << 4)) >> 5).clamp_(-GATE_RANGE, GATE_RANGE - 1) + GATE_RANGE]  # Q15 -> Q10
+        hp = sig[zo] * tc  # Q30
+        st.cell[i][:k] = c.to(torch.int32)
+        st.h8[i][:k] = ((hp * INT8_MAX + (1 << 29)) >> 30).to(torch.int8)
+        return (res + _shr(hp, q[p + "h_m"], q[p + "h_b"], q[p + "h_shift"])).clamp_(-RES_MAX, RES_MAX)
+
+    def _attention(self, st: EngineState, mid: torch.Tensor, k: int) -> torch.Tensor:
+        t, q, p = self.t, self.q, f"b{self.attn_index}."
+        n = ln_normalise(mid, q[p + "ln_a_eps"])
+        mem8 = ln_affine(n, t[p + "mem8_g"], t[p + "mem8_b"], INT8_MAX)
+        mid8 = ln_affine(n, t[p + "mid8_g"], t[p + "mid8_b"], INT8_MAX)
+        attres = ln_affine(n, t[p + "attres_g"], t[p + "attres_b"], RES_MAX)
+        slots = self.memory + 1
+        lane = torch.arange(k, device=self.device)
+        written = st.written[:k]
+        st.ring[lane, written % slots] = mem8.to(torch.int8)
+        written += 1
+        ring = st.ring[:k]
+        acc = F.linear(mid8.to(torch.float32), t[p + "wq"]).to(torch.int64)
+        qp = _shr(acc, t[p + "qp_m"], t[p + "qp_b"], q[p + "qp_shift"]).clamp_(-RES_MAX, RES_MAX)
+        q8 = ln_affine(ln_normalise(qp, q[p + "ln_q_eps"]), t[p + "q8_g"], t[p + "q8_b"], INT8_MAX)
+        ringf = ring.to(torch.float32)
+        scores = torch.bmm(ringf, q8.to(torch.float32).unsqueeze(-1)).squeeze(-1).to(torch.int64)
+        valid = torch.arange(slots, device=self.device).unsqueeze(0) < written.clamp(max=slots).unsqueeze(1)
+        scores = scores.masked_fill(~valid, -(1 << 40))
+        top = scores.max(-1, keepdim=True).values
+        idx = _shr(top - scores, q[p + "att_m"], q[p + "att_b"], q[p + "att_shift"]).clamp_(
+            0, ATT_EXP_SIZE - 1
+        )
+        w = t[p + "att_exp_lut"][idx].masked_fill_(~valid, 0)
+        total = w.sum(-1, keepdim=True)
+        o = torch.bmm(w.to(torch.float64).unsqueeze(1), ring.to(torch.float64)).squeeze(1).to(torch.int64)
+        avg = torch.div(o << ATT_AVG_Q, total, rounding_mode="floor")
+        return (attres + _shr(avg, t[p + "ao_m"], q[p + "ao_b"], q[p + "ao_shift"])).clamp_(-RES_MAX, RES_MAX)
+
+
+def measure_bpb(engine: Engine, data: bytes, lanes: int = 1) -> float:
+    """Exact code length (ideal, from the tables) in bits per byte of `data` split into contiguous lanes."""
+    n = len(data)
+    if n == 0:
+        return 0.0
+    lanes = max(1, min(lanes, n))
+    per = -(-n // lanes)
+    lanes = -(-n // per)
+    arr = np.frombuffer(data, dtype=np.uint8)
+    state = engine.new_state(lanes)
+    bits = 0.0
+    log_total = np.log2(engine.TABLE_TOTAL)
+    for step in range(per):
+        active = min(lanes, (n - step + per - 1) // per)  # lanes with a byte at this step form a prefix
+        syms = arr[np.arange(active) * per + step]
+        freqs = engine.predict(state)[:active]
+        bits += float(np.sum(log_total - np.log2(freqs[np.arange(active), syms].astype(np.float64))))
+        if step + 1 < per:
+            engine.advance(state, syms)
+    return bits / n

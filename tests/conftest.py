@@ -1,0 +1,24 @@
+"""Shared pytest fixtures: a small trained model file and an engine on it (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURE_MODEL = Path(__file__).resolve().parent / "data" / "fixture.safetensors"
+FIXTURE_FLOAT = Path(__file__).resolve().parent / "data" / "fixture_float.pt"
+
+
+@pytest.fixture(scope="session")
+def fixture_model_path() -> Path:
+    """A small trained integer model file (made by `python -m tests.make_fixture_model`)."""
+    return FIXTURE_MODEL
+
+
+@pytest.fixture(scope="session")
+def fixture_engine(fixture_model_path: Path):  # noqa: ANN201 - avoid importing torch at collection time
+    """An `Engine` on the fixture model, on CPU. Stateless between calls: safe to share."""
+    from shazip.engine import Engine
+
+    return Engine(fixture_model_path, device="cpu")
