@@ -160,7 +160,11 @@ class Engine:
     TABLE_TOTAL = TABLE_TOTAL
     START_BYTE = START_BYTE
 
-    def __init__(self, model: ModelFile | str, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: ModelFile | str, device: str | torch.device = "cpu", backend: str = "auto"
+    ) -> None:
+        """backend: "torch" (the reference, any device), "numba" (fused CPU kernels) or "auto" (numba on
+        CPU when numba is installed). Both give identical tables."""
         if not isinstance(model, ModelFile):
             model = ModelFile.load(model)
         # Exactness of the float GEMMs needs full float32 (no TF32 / reduced-precision accumulation).
@@ -179,6 +183,15 @@ class Engine:
         self.memory = self.cfg.memory
         self.attn_index = self.cfg.attn_index
         self._load_tensors()
+        if backend == "auto":
+            backend = "numba" if self.device.type == "cpu" and _numba_available() else "torch"
+        if backend not in ("torch", "numba"):
+            raise ValueError(f"unknown engine backend {backend!r}")
+        if backend == "numba" and self.device.type != "cpu":
+            raise ValueError("the numba backend runs on CPU only")
+        self.backend = backend
+        if backend == "numba":
+            self.n = {k: v.numpy() for k, v in self.t.items()}
 
     def _load_tensors(self) -> None:
         dev = self.device
@@ -219,9 +232,144 @@ class Engine:
             raise ValueError(f"{k} symbols for {state.lanes} lanes")
         if k == 0:
             return
-        x = torch.from_numpy(sym.astype(np.int64)).to(self.device)
         with torch.no_grad():
-            self._step(state, x, k)
+            if self.backend == "numba":
+                self._step_numba(state, sym.astype(np.int64), k)
+            else:
+                self._step(state, torch.from_numpy(sym.astype(np.int64)).to(self.device), k)
+
+    # ---- the step (numba kernels for the elementwise work, torch float32 GEMMs) ----
+    def _gemm(self, a: np.ndarray, name: str) -> np.ndarray:
+        return F.linear(torch.from_numpy(a), self.t[name]).numpy()
+
+    def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
+        from shazip import _kernels as K
+
+        n, q, d = self.n, self.q, self.d
+        out = None
+        for i in range(self.cfg.n_blocks):
+            p = f"b{i}."
+            if i == 0:
+                a8 = n[p + "start8_table"][x].astype(np.float32)
+                res = n[p + "startres_table"][x]
+            else:
+                a8 = np.empty((k, d), dtype=np.float32)
+                res = np.empty((k, d), dtype=np.int32)
+                K.ln_two(
+                    out,
+                    q[p + "ln_start_eps"],
+                    n[p + "start8_g"],
+                    n[p + "start8_b"],
+                    INT8_MAX,
+                    a8,
+                    n[p + "startres_g"],
+                    n[p + "startres_b"],
+                    RES_MAX,
+                    res,
+                )
+            h8 = st.h8[i][:k].numpy()
+            acc_x = self._gemm(a8, p + "wih")
+            acc_h = self._gemm(h8.astype(np.float32), p + "whh")
+            mid = np.empty((k, d), dtype=np.int32)
+            K.lstm_cell(
+                acc_x,
+                acc_h,
+                n[p + "z_mx"],
+                n[p + "z_mh"],
+                n[p + "z_b"],
+                q[p + "z_shift"],
+                n["sigmoid_lut"],
+                n["tanh_lut"],
+                st.cell[i][:k].numpy(),
+                h8,
+                res,
+                q[p + "h_m"],
+                q[p + "h_b"],
+                q[p + "h_shift"],
+                mid,
+            )
+            if i == self.attn_index:
+                mid8 = np.empty((k, d), dtype=np.float32)
+                attres = np.empty((k, d), dtype=np.int32)
+                ring = st.ring[:k].numpy()
+                written = st.written[:k].numpy()
+                K.attention_inputs(
+                    mid,
+                    q[p + "ln_a_eps"],
+                    n[p + "mem8_g"],
+                    n[p + "mem8_b"],
+                    n[p + "mid8_g"],
+                    n[p + "mid8_b"],
+                    n[p + "attres_g"],
+                    n[p + "attres_b"],
+                    ring,
+                    written,
+                    mid8,
+                    attres,
+                )
+                q8 = np.empty((k, d), dtype=np.int32)
+                K.query(
+                    self._gemm(mid8, p + "wq"),
+                    n[p + "qp_m"],
+                    n[p + "qp_b"],
+                    q[p + "qp_shift"],
+                    q[p + "ln_q_eps"],
+                    n[p + "q8_g"],
+                    n[p + "q8_b"],
+                    q8,
+                )
+                K.attend(
+                    q8,
+                    ring,
+                    written,
+                    q[p + "att_m"],
+                    q[p + "att_b"],
+                    q[p + "att_shift"],
+                    n[p + "att_exp_lut"],
+                    n[p + "ao_m"],
+                    q[p + "ao_b"],
+                    q[p + "ao_shift"],
+                    attres,
+                    mid,
+                )
+            xff8 = np.empty((k, d), dtype=np.float32)
+            ffres = np.empty((k, d), dtype=np.int32)
+            K.ln_two(
+                mid,
+                q[p + "ln_ff_eps"],
+                n[p + "xff8_g"],
+                n[p + "xff8_b"],
+                INT8_MAX,
+                xff8,
+                n[p + "ffres_g"],
+                n[p + "ffres_b"],
+                RES_MAX,
+                ffres,
+            )
+            out = np.empty((k, d), dtype=np.int32)
+            K.boom(
+                self._gemm(xff8, p + "wup"),
+                n[p + "u_m"],
+                n[p + "u_b"],
+                q[p + "u_shift"],
+                n[p + "gelu_lut"],
+                ffres,
+                q[p + "boom_m"],
+                q[p + "boom_b"],
+                q[p + "boom_shift"],
+                out,
+            )
+        fin8 = np.empty((k, d), dtype=np.float32)
+        K.requant_int8(out, q["fin_m"], q["fin_b"], q["fin_shift"], fin8)
+        K.frequencies(
+            self._gemm(fin8, "wout"),
+            n["logit_m"],
+            n["logit_b"],
+            q["logit_shift"],
+            n["logit_exp_lut"],
+            TABLE_TOTAL,
+            st.freqs[:k].numpy(),
+        )
 
     # ---- the step (torch reference) ----
     def _step(self, st: EngineState, x: torch.Tensor, k: int) -> None:
@@ -300,6 +448,14 @@ class Engine:
         o = torch.bmm(w.to(torch.float64).unsqueeze(1), ring.to(torch.float64)).squeeze(1).to(torch.int64)
         avg = torch.div(o << ATT_AVG_Q, total, rounding_mode="floor")
         return (attres + _shr(avg, t[p + "ao_m"], q[p + "ao_b"], q[p + "ao_shift"])).clamp_(-RES_MAX, RES_MAX)
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def measure_bpb(engine: Engine, data: bytes, lanes: int = 1) -> float:

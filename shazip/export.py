@@ -48,7 +48,7 @@ def quantise_rows(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def ln_target(
     ln: torch.nn.LayerNorm | None, scale: float, gamma=None, beta=None
-) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+) -> tuple[np.ndarray, np.ndarray]:
     """LayerNorm affine part onto an integer grid of step `scale`: y = (n_Q12 * g + b) >> 32."""
     if gamma is None:
         gamma = ln.weight.detach().double().numpy()
@@ -81,15 +81,15 @@ def calibrate(model: SHARNN, data: bytes) -> dict[str, float]:
 
     hooks = []
 
-    def on_output(key: str, transform=None):  # noqa: ANN001, ANN202
-        def hook(_module, _inputs, output):  # noqa: ANN001, ANN202
+    def on_output(key: str, transform=None):
+        def hook(_module, _inputs, output):
             out = output[0] if isinstance(output, tuple) else output
             record(key, transform(out) if transform else out)
 
         return hook
 
-    def on_input(key: str):  # noqa: ANN202
-        def hook(_module, inputs):  # noqa: ANN001, ANN202
+    def on_input(key: str):
+        def hook(_module, inputs):
             record(key, inputs[0])
 
         return hook
@@ -124,7 +124,7 @@ def calibrate(model: SHARNN, data: bytes) -> dict[str, float]:
     return stats
 
 
-def _table(fn, lo: int, hi: int, in_scale: float, out_scale: float) -> np.ndarray:  # noqa: ANN001
+def _table(fn, lo: int, hi: int, in_scale: float, out_scale: float) -> np.ndarray:
     """Integer table of round(fn(j * in_scale) / out_scale) for integers j in [lo, hi)."""
     j = torch.arange(lo, hi, dtype=torch.float64)
     return torch.round(fn(j * in_scale) / out_scale).numpy().astype(np.int64)
@@ -146,11 +146,11 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
     def int8_scale(key: str) -> float:
         return max(cal[key], 1e-6) / E.INT8_MAX
 
-    def put_target(name: str, ln, scale: float, gamma=None, beta=None) -> None:  # noqa: ANN001
+    def put_target(name: str, ln, scale: float, gamma=None, beta=None) -> None:
         g, b = ln_target(ln, scale, gamma, beta)
         t[name + "_g"], t[name + "_b"] = g, b
 
-    def put_requant(name: str, m, bias_real=None, per_channel: bool = True) -> None:  # noqa: ANN001
+    def put_requant(name: str, m, bias_real=None, per_channel: bool = True) -> None:
         """(v * M + B) >> S for v in integer units; m the real multiplier; bias_real in output units."""
         M, S = fixed_point(m)
         B = np.zeros_like(np.asarray(m, dtype=np.float64)) if bias_real is None else bias_real
