@@ -159,3 +159,18 @@ class Stopwatch:
         self.best_seconds = min(self.best_seconds, time.perf_counter() - start)
         self.calls += 1
         return result
+
+
+def codec_versions() -> dict[str, str]:
+    """Versions of the libraries behind the codecs, for the report."""
+    import shazip
+
+    libzstd = ".".join(str(part) for part in zstandard.ZSTD_VERSION)
+    versions = {"shazip": shazip.__version__, "zstandard": f"{zstandard.__version__} (libzstd {libzstd})"}
+    try:
+        import brotli
+
+        versions["brotli"] = brotli.__version__
+    except ImportError:
+        pass
+    return versions

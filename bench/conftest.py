@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables, so the summary is the last thing shown
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     run = config.stash.get(bench_run_key, None)
     if run is None or not (run.measurements or run.corpus_problem):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.codecs import Codec, Stopwatch, all_codecs, check_restored, verify_round_trip
+from bench.codecs import Codec, Stopwatch, all_codecs, check_restored, codec_versions, verify_round_trip
 from bench.corpus import (
     QUICK_MAX_BYTES,
     Case,
@@ -125,8 +125,9 @@ class BenchRun:
         return {
             "corpus": self.corpus_description or "?",
             "mode": "full" if self.full else "quick",
-            "truncated to": f"{self.max_bytes:,} bytes per file" if self.max_bytes else "no (whole files)",
-            "shazip model": str(self.shazip_model) if self.shazip_model else "embedded default",
+            "max_bytes_per_file": self.max_bytes,  # None: whole files
+            "shazip_model": str(self.shazip_model) if self.shazip_model else "embedded default",
+            "versions": codec_versions(),
         }
 
     def summary(self) -> Summary:

@@ -147,9 +147,11 @@ class Summary:
 
     # ---- outputs -------------------------------------------------------------------------------
 
-    def _table(self, title: str, value: Callable[[CodecTotals], float | None], fmt: str) -> list[str]:
+    def _table(
+        self, title: str, value: Callable[[CodecTotals], float | None], fmt: str, show_relative: bool = False
+    ) -> list[str]:
         header = ["file", "bytes", *self.codecs]
-        show_relative = SHAZIP in self.codecs and len(self.codecs) > 1
+        show_relative = show_relative and SHAZIP in self.codecs and len(self.codecs) > 1
         if show_relative:
             header.append("shazip / best classical")
         lines = [f"**{title}**", "", _md_row(header), _md_row(["---"] + ["---:"] * (len(header) - 1))]
@@ -169,8 +171,10 @@ class Summary:
         """Three tables (bits per byte, compression MB/s, decompression MB/s), a row per file and a total."""
         lines = ["# shazip benchmark", ""]
         if self.settings:
-            lines += [", ".join(f"{k}: {v}" for k, v in self.settings.items()), ""]
-        lines += self._table("bits per byte (lower is better)", lambda t: t.bits_per_byte, ".3f")
+            lines += [*(f"- {k}: {_describe(v)}" for k, v in self.settings.items()), ""]
+        lines += self._table(
+            "bits per byte (lower is better)", lambda t: t.bits_per_byte, ".3f", show_relative=True
+        )
         lines.append("")
         lines += self._table("compression MB/s", lambda t: t.mb_per_s(COMPRESS), "speed")
         lines.append("")
@@ -245,16 +249,24 @@ class Summary:
             if total is None or total.bits_per_byte is None:
                 continue
             colour = colours(index % 10)
-            for direction, fill in ((COMPRESS, colour), (DECOMPRESS, "none")):
-                speed = total.mb_per_s(direction)
-                if speed is None:
-                    continue
-                axes.scatter([speed], [total.bits_per_byte], s=60, facecolors=fill, edgecolors=colour)
-            speed = total.mb_per_s(COMPRESS) or total.mb_per_s(DECOMPRESS)
-            if speed is not None:
-                axes.annotate(
-                    codec, (speed, total.bits_per_byte), textcoords="offset points", xytext=(6, 4), fontsize=8
-                )
+            speeds = [total.mb_per_s(COMPRESS), total.mb_per_s(DECOMPRESS)]
+            points = [(s, total.bits_per_byte) for s in speeds if s is not None]
+            if not points:
+                continue
+            # One codec: a line from its compression speed (filled) to its decompression speed (open).
+            axes.plot(*zip(*points, strict=True), color=colour, linewidth=0.8, alpha=0.6)
+            for (speed, bpb), fill in zip(points, (colour, "white"), strict=False):
+                axes.scatter([speed], [bpb], s=60, facecolors=fill, edgecolors=colour, zorder=3)
+            # Alternate the label above/below so codecs with nearly equal figures stay readable.
+            axes.annotate(
+                codec,
+                points[0],
+                textcoords="offset points",
+                xytext=(-4, 8 if index % 2 == 0 else -14),
+                ha="right",
+                fontsize=8,
+                color=colour,
+            )
         axes.set_xscale("log")
         axes.set_xlabel("MB/s (filled: compression, open: decompression)")
         axes.set_ylabel("bits per byte (all files)")
@@ -265,6 +277,12 @@ class Summary:
         figure.tight_layout()
         figure.savefig(_prepare(path), format="png")
         plt.close(figure)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return "whole files" if value is None else str(value)
 
 
 def _prepare(path: Path) -> Path:
