@@ -201,6 +201,8 @@ class Engine:
                 t[name] = torch.from_numpy(arr.astype(np.float32)).to(dev)  # GEMM operand, exact in float32
             else:
                 t[name] = torch.from_numpy(arr.astype(np.int64)).to(dev)
+        # Block 0's LSTM input depends on the byte only: its GEMM is done once here, for all 256 bytes.
+        t["b0.wih_byte_table"] = F.linear(t["b0.start8_table"].to(torch.float32), t["b0.wih"])
         self.t = t
 
     # ---- state ----
@@ -250,7 +252,7 @@ class Engine:
         for i in range(self.cfg.n_blocks):
             p = f"b{i}."
             if i == 0:
-                a8 = n[p + "start8_table"][x].astype(np.float32)
+                acc_x = n[p + "wih_byte_table"][x]
                 res = n[p + "startres_table"][x]
             else:
                 a8 = np.empty((k, d), dtype=np.float32)
@@ -267,8 +269,8 @@ class Engine:
                     RES_MAX,
                     res,
                 )
+                acc_x = self._gemm(a8, p + "wih")
             h8 = st.h8[i][:k].numpy()
-            acc_x = self._gemm(a8, p + "wih")
             acc_h = self._gemm(h8.astype(np.float32), p + "whh")
             mid = np.empty((k, d), dtype=np.int32)
             K.lstm_cell(
@@ -378,13 +380,14 @@ class Engine:
         for i in range(self.cfg.n_blocks):
             p = f"b{i}."
             if i == 0:
-                a8 = t[p + "start8_table"][x]
+                acc_x = t[p + "wih_byte_table"][x].to(torch.int64)
                 res = t[p + "startres_table"][x]
             else:
                 n = ln_normalise(out, q[p + "ln_start_eps"])
                 a8 = ln_affine(n, t[p + "start8_g"], t[p + "start8_b"], INT8_MAX)
                 res = ln_affine(n, t[p + "startres_g"], t[p + "startres_b"], RES_MAX)
-            mid = self._lstm(st, i, a8, res, k)
+                acc_x = F.linear(a8.to(torch.float32), t[p + "wih"]).to(torch.int64)
+            mid = self._lstm(st, i, acc_x, res, k)
             if i == self.attn_index:
                 mid = self._attention(st, mid, k)
             n = ln_normalise(mid, q[p + "ln_ff_eps"])
@@ -404,9 +407,8 @@ class Engine:
         logit = _shr(acc, t["logit_m"], t["logit_b"], q["logit_shift"])
         st.freqs[:k] = frequency_table(logit, t["logit_exp_lut"])
 
-    def _lstm(self, st: EngineState, i: int, a8: torch.Tensor, res: torch.Tensor, k: int) -> torch.Tensor:
+    def _lstm(self, st: EngineState, i: int, acc_x: torch.Tensor, res: torch.Tensor, k: int) -> torch.Tensor:
         t, q, p = self.t, self.q, f"b{i}."
-        acc_x = F.linear(a8.to(torch.float32), t[p + "wih"]).to(torch.int64)
         acc_h = F.linear(st.h8[i][:k].to(torch.float32), t[p + "whh"]).to(torch.int64)
         z = (acc_x * t[p + "z_mx"] + acc_h * t[p + "z_mh"] + t[p + "z_b"]) >> q[p + "z_shift"]
         z = z.clamp_(-GATE_RANGE, GATE_RANGE - 1) + GATE_RANGE
