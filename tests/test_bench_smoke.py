@@ -68,10 +68,10 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
 def test_every_codec_round_trips_and_the_reports_agree(tmp_path: Path) -> None:
     data = tiny_text()
     folder = make_corpus(tmp_path / "corpus", {"sub/tiny.txt": data})
-    run = BenchRun.from_options(full=False, max_bytes=2048)
+    run = BenchRun.from_options(full=False, max_bytes=1024)
     (case,) = run.cases(environ={ENV_CORPUS: str(folder)})
     assert case.name == "sub/tiny.txt"
-    assert run.data(case) == data[:2048]
+    assert run.data(case) == data[:1024]
 
     runnable = [c for c in run.codecs if not c.unavailable]
     assert {"zstd-3", "zstd-19", "zstd-22-long", "xz-9e"} <= {c.name for c in runnable}
@@ -79,10 +79,10 @@ def test_every_codec_round_trips_and_the_reports_agree(tmp_path: Path) -> None:
         packed = run.measure_compress(case, codec, call_once)
         unpacked = run.measure_decompress(case, codec, call_once)
         assert packed.compressed_bytes == unpacked.compressed_bytes
-        assert 0 < packed.compressed_bytes < 2048, codec.name  # text compresses
+        assert 0 < packed.compressed_bytes < 1024, codec.name  # text compresses
         assert packed.seconds > 0 and unpacked.seconds > 0
         info = packed.extra_info()
-        assert info["bits_per_byte"] == pytest.approx(8 * packed.compressed_bytes / 2048, abs=1e-4)
+        assert info["bits_per_byte"] == pytest.approx(8 * packed.compressed_bytes / 1024, abs=1e-4)
 
     summary = run.summary()
     markdown = summary.markdown()
@@ -97,7 +97,7 @@ def test_every_codec_round_trips_and_the_reports_agree(tmp_path: Path) -> None:
     summary.write_json(tmp_path / "out" / "report.json")
     assert (tmp_path / "out" / "report.md").read_text() == markdown
     written = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert written["total"]["bytes"] == 2048
+    assert written["total"]["bytes"] == 1024
     for codec in runnable:
         total = written["total"]["codecs"][codec.name]
         measured = next(m for m in run.measurements if m.codec == codec.name)
@@ -221,7 +221,7 @@ def test_recorded_canterbury_checksums_match_the_real_files(tmp_path: Path) -> N
 
 
 def test_pytest_bench_runs_end_to_end(tmp_path: Path) -> None:
-    folder = make_corpus(tmp_path / "corpus", {"tiny.txt": tiny_text(1500)})
+    folder = make_corpus(tmp_path / "corpus", {"tiny.txt": tiny_text(600)})
     env = dict(os.environ, **{ENV_CORPUS: str(folder), "OMP_NUM_THREADS": "1"})
     command = [
         sys.executable,
