@@ -210,7 +210,7 @@ def state_from_dict(d: dict, device: torch.device, rows: slice | None = None) ->
 
 def gather_state(state: ModelState, world: int) -> ModelState:
     """All ranks' carried states concatenated along the batch (collective: every rank must call it)."""
-    if world == 1:
+    if not dist.is_initialized():
         return state
 
     def gather(t: torch.Tensor) -> torch.Tensor:
@@ -263,7 +263,7 @@ def evaluate(
                 logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
             )
             count += y.numel()
-    if world > 1:
+    if dist.is_initialized():
         dist.all_reduce(total_nats)
         dist.all_reduce(count)
     model.train(was_training)
@@ -330,7 +330,9 @@ class Trainer:
         self.corpus = corpus
         self.options = options
         self.out = options.out
-        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        # Under torchrun (even a one-process world) all collective code paths run: DDP, gathers, reductions.
+        self.distributed = dist.is_initialized()
+        self.world = dist.get_world_size() if self.distributed else 1
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.is_main = self.rank == 0
         if options.device:
@@ -350,7 +352,7 @@ class Trainer:
         torch.manual_seed(train_cfg.seed)
         self.model = SHARNN(model_cfg).to(self.device)
         self.net: torch.nn.Module = self.model
-        if self.world > 1:
+        if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = Lamb(
@@ -401,7 +403,7 @@ class Trainer:
         """Collective under DDP; returns the checkpoint on rank 0, None elsewhere."""
         carry = gather_state(self.state, self.world)
         rngs = [rng_state(self.device)]
-        if self.world > 1:
+        if self.distributed:
             gathered: list = [None] * self.world
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
@@ -551,7 +553,7 @@ class Trainer:
                 self._validate_and_log()
                 window_start = time.time()  # evaluation time is not training throughput
             stop_reason = self.should_stop(started)
-            if self.world > 1:  # every rank must stop together (the time limit is per process)
+            if self.distributed:  # every rank must stop together (the time limit is per process)
                 flag = torch.tensor([stop_reason is not None], dtype=torch.int32, device=self.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 if flag.item() and stop_reason is None:
@@ -559,7 +561,7 @@ class Trainer:
             due = (cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0) or (
                 time.time() - last_checkpoint >= cfg.checkpoint_minutes * 60
             )
-            if self.world > 1:  # the minute clock differs between ranks: agree, the save is collective
+            if self.distributed:  # the minute clock differs between ranks: agree, the save is collective
                 flag = torch.tensor([bool(due)], dtype=torch.int32, device=self.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 due = bool(flag.item())
@@ -641,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_distributed() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    """Join the process group when started by torchrun (which sets RANK and WORLD_SIZE)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
 
