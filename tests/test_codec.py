@@ -1,0 +1,159 @@
+"""Round trips through the real engine on the fixture model: hypothesis inputs, frame and lane boundaries,
+fallback frames, the model check. Inputs are small: the fixture engine takes about 1 ms per step."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shazip
+from shazip.codec import StreamDecoder, StreamEncoder, default_engine_factory
+from shazip.format import Method, ModelMismatchError, scan
+
+TEXT = Path("/work/shared/corpus/valid/enwiki2015_plain_heldout.txt")
+
+
+def sample_text(n: int, offset: int = 0) -> bytes:
+    if TEXT.exists():
+        with TEXT.open("rb") as f:
+            f.seek(offset)
+            return f.read(n)
+    return (b"The quick brown fox jumps over the lazy dog. " * (n // 45 + 1))[:n]
+
+
+@pytest.fixture(scope="module")
+def model(fixture_model_path):
+    from shazip.modelfile import ModelFile
+
+    return ModelFile.load(fixture_model_path)
+
+
+@pytest.fixture(scope="module")
+def engines():
+    """Engines made by the codec, counted (one shared factory so torch/numba start once)."""
+    made = []
+
+    def factory(model, device):
+        engine = default_engine_factory(model, device)
+        made.append(engine)
+        return engine
+
+    factory.made = made
+    return factory
+
+
+def round_trip(data: bytes, model, factory, **options) -> bytes:
+    out = io.BytesIO()
+    encoder = StreamEncoder(out, model, device="cpu", engine_factory=factory, **options)
+    encoder.write(data)
+    encoder.finish()
+    packed = out.getvalue()
+    decoder = StreamDecoder(io.BytesIO(packed), model, device="cpu", engine_factory=factory)
+    assert b"".join(decoder.frames()) == data
+    return packed
+
+
+inputs = st.one_of(
+    st.just(b""),
+    st.binary(min_size=1, max_size=1),
+    st.just(bytes(range(256))),
+    st.binary(max_size=300),
+    st.builds(lambda b, k: b * k, st.binary(min_size=1, max_size=5), st.integers(1, 80)),
+    st.text(max_size=150).map(lambda s: s.encode("utf-8")),
+    st.integers(0, 20000).map(lambda offset: sample_text(300, offset)),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=inputs, lanes=st.sampled_from([1, 2, 3, 7]), frame_size=st.sampled_from([64, 100, 257, 1000]))
+def test_round_trip_hypothesis(model, engines, data, lanes, frame_size):
+    round_trip(data, model, engines, lanes=lanes, frame_size=frame_size, strategy="model")
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 127, 128, 129, 255, 256, 257, 513])
+def test_sizes_around_frame_and_lane_boundaries(model, engines, n):
+    data = sample_text(n, offset=n)
+    packed = round_trip(data, model, engines, lanes=4, frame_size=128, strategy="model")
+    info = scan(io.BytesIO(packed))
+    assert len(info.frames) == -(-n // 128)
+    assert sum(f.raw_size for f in info.frames) == n
+
+
+def test_text_uses_model_frames_and_beats_zstd(model, engines):
+    import zstandard
+
+    data = sample_text(6000)
+    packed = round_trip(data, model, engines, lanes=2)
+    info = scan(io.BytesIO(packed))
+    assert info.header.lanes == 1 or info.header.lanes == 2
+    assert all(f.method == Method.MODEL for f in info.frames)
+    assert len(packed) < len(zstandard.ZstdCompressor(level=19).compress(data))
+
+
+def test_all_byte_values_and_long_runs(model, engines):
+    data = bytes(range(256)) * 3 + bytes(700) + b"\xff" * 300
+    round_trip(data, model, engines, lanes=3, frame_size=512, strategy="model")
+
+
+def test_random_data_is_stored_without_running_the_model(model, engines):
+    before = len(engines.made)
+    data = os.urandom(3 * 8192)
+    packed = round_trip(data, model, engines, lanes=2, frame_size=8192)
+    assert {f.method for f in scan(io.BytesIO(packed)).frames} == {Method.STORED}
+    assert len(engines.made) == before  # no engine was ever started: the cheap test said no
+    assert len(packed) <= len(data) + 53 + len(model.name.encode()) + 3 * 20 + 44
+
+
+def test_losing_model_frame_is_replaced_and_lanes_restored(model, engines):
+    """Random frames make the model lose (strategy=model runs it anyway): its lane state must be rolled
+    back, or the text frames after them would not decode."""
+    data = os.urandom(700) + sample_text(700) + os.urandom(700) + sample_text(700, offset=5000)
+    packed = round_trip(data, model, engines, lanes=2, frame_size=700, strategy="model")
+    methods = [f.method for f in scan(io.BytesIO(packed)).frames]
+    assert methods == [Method.STORED, Method.MODEL, Method.STORED, Method.MODEL]
+
+
+def test_lane_state_carries_across_frames(model, engines):
+    """Coding the second half after the first costs less than coding it alone: context is carried."""
+    first, second = sample_text(1500), sample_text(1500, offset=1500)
+    alone = scan(io.BytesIO(round_trip(second, model, engines, lanes=1, frame_size=1500)))
+    both = scan(io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=1500)))
+    assert both.frames[1].method == alone.frames[0].method == Method.MODEL
+    assert both.frames[1].coded_size < alone.frames[0].coded_size
+
+
+def test_api_with_model_path(fixture_model_path):
+    data = sample_text(500)
+    packed = shazip.compress(data, fixture_model_path, device="cpu", lanes=2)
+    header = shazip.frame_parameters(packed)
+    assert header.model_name and header.lanes == 2
+    assert shazip.decompress(packed, fixture_model_path, device="cpu") == data
+
+
+@pytest.fixture(scope="module")
+def other_model_path(model, tmp_path_factory):
+    """A different model: the fixture with one weight changed (so a different identity)."""
+    from shazip.modelfile import ModelFile
+
+    tensors = {k: v.copy() for k, v in model.tensors.items()}
+    name = sorted(k for k, v in tensors.items() if v.dtype == np.int8)[0]
+    flat = tensors[name].reshape(-1)
+    flat[0] = 1 if flat[0] != 1 else 2
+    other = ModelFile(config=model.config, quant=model.quant, tensors=tensors, name="other-model")
+    path = tmp_path_factory.mktemp("models") / "other.safetensors"
+    other.save(path)
+    return path
+
+
+def test_wrong_model_is_refused(fixture_model_path, other_model_path, model):
+    packed = shazip.compress(sample_text(300), fixture_model_path, device="cpu")
+    with pytest.raises(
+        ModelMismatchError, match=rf"needs model {model.name} \(id {model.model_id.hex()[:16]}"
+    ):
+        shazip.decompress(packed, other_model_path, device="cpu")
