@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +188,8 @@ class Corpus:
     train: np.ndarray  # uint8
     valid: np.ndarray  # uint8
     description: str
+    files: list[str] = field(default_factory=list)  # where the bytes came from (recorded in checkpoints)
+    valid_file: str | None = None  # None: a held-out tail of `files`
 
 
 def load_train_valid(
@@ -222,7 +224,9 @@ def load_train_valid(
         train_arr = train_arr[:train_limit]
     if valid_bytes is not None:
         valid_arr = valid_arr[:valid_bytes]
-    return Corpus(train=train_arr, valid=valid_arr, description=desc)
+    files = [str(Path(p).resolve()) for p in data_paths]
+    valid_file = str(Path(valid_path).resolve()) if valid_path is not None else None
+    return Corpus(train=train_arr, valid=valid_arr, description=desc, files=files, valid_file=valid_file)
 
 
 class StreamBatches:

@@ -420,6 +420,8 @@ class Trainer:
             "carry": state_to_dict(carry),
             "train_config": self.cfg.to_dict(),
             "data": self.corpus.description,
+            "data_files": self.corpus.files,
+            "valid_file": self.corpus.valid_file,
             "world_size": self.world,
             "best_valid_bpb": self.best_valid_bpb,
             "last_valid_bpb": self.last_valid_bpb,

@@ -1,0 +1,67 @@
+"""`python -m training.export`: a trained checkpoint becomes a model file that shazip compresses with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shazip.modelfile import ModelFile
+from tests.test_training import synthetic_text
+from training.export import main as export_main
+from training.train import load_checkpoint
+from training.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    (root / "train.txt").write_bytes(synthetic_text(100_000, 5))
+    (root / "valid.txt").write_bytes(synthetic_text(20_000, 6))
+    args = ["--config", "tiny", "--data", str(root / "train.txt"), "--valid", str(root / "valid.txt")]
+    args += ["--out", str(root / "run"), "--max-steps", "80", "--quiet", "--set", "eval_steps=0"]
+    assert train_main(args) == 0
+    return root
+
+
+def test_export_writes_a_model_file_with_its_card(trained_run: Path) -> None:
+    import torch
+
+    from shazip.export import float_bpb
+    from shazip.model import SHARNN
+
+    out = trained_run / "tiny.safetensors"
+    assert (
+        export_main([str(trained_run / "run"), "-o", str(out), "--eval-bytes", "3000", "--eval-lanes", "4"])
+        == 0
+    )
+    mf = ModelFile.load(out)
+    ck = load_checkpoint(trained_run / "run" / "checkpoint.pt")
+    assert mf.name == "tiny" and mf.config.to_dict() == ck["config"]
+    card = mf.card
+    assert card["steps"] == 80 and card["bytes_seen"] == ck["bytes_seen"]
+    assert card["training_files"] == ["train.txt"] and card["eval_source"] == "valid.txt"
+    assert card["eval_bytes"] == 3000 and card["valid_bpb_float"] == ck["last_valid_bpb"]
+    # The integer engine's figure is close to the float model's on the same text (quantisation costs little).
+    model = SHARNN(mf.config)
+    model.load_state_dict(ck["model"])
+    with torch.no_grad():
+        reference = float_bpb(model, (trained_run / "valid.txt").read_bytes()[:3000], lanes=4)
+    assert card["bpb_integer"] == pytest.approx(reference, abs=0.1)
+    assert card["bpb_integer"] < 4.0  # it learned something: uniform is 8
+
+
+def test_exported_model_round_trips_through_shazip(trained_run: Path) -> None:
+    import shazip
+
+    out = trained_run / "tiny_rt.safetensors"
+    assert export_main([str(trained_run / "run"), "-o", str(out), "--eval-bytes", "0"]) == 0
+    assert "bpb_integer" not in ModelFile.load(out).card
+    text = synthetic_text(3000, 9)
+    packed = shazip.compress(text, model=str(out), strategy="model", device="cpu")
+    assert len(packed) < len(text) // 2
+    assert shazip.decompress(packed, model=str(out), device="cpu") == text
+
+
+def test_export_without_a_checkpoint_fails_cleanly(tmp_path: Path) -> None:
+    assert export_main([str(tmp_path), "-o", str(tmp_path / "m.safetensors")]) == 1
