@@ -382,10 +382,14 @@ class StreamEncoder:
     def _code_frame(self, raw: bytes) -> tuple[FrameHeader, bytes]:
         n = len(raw)
         raw_crc = crc32(raw)
-        best = (FrameHeader(Method.STORED, n, n, raw_crc), raw)
+        best = (FrameHeader(Method.STORED, n, n, raw_crc, coded_crc32=raw_crc), raw)
         zstd_payload = self.zstd.compress(raw)
         if len(zstd_payload) < n:
-            best = (FrameHeader(Method.ZSTD, n, len(zstd_payload), raw_crc), zstd_payload)
+            zstd_crc = crc32(zstd_payload)
+            best = (
+                FrameHeader(Method.ZSTD, n, len(zstd_payload), raw_crc, coded_crc32=zstd_crc),
+                zstd_payload,
+            )
         if self.coder is None or not self._worth_the_model(n, len(zstd_payload)):
             return best
         assert self.header is not None
@@ -394,7 +398,7 @@ class StreamEncoder:
         base = self.raw_total
         payload = self.coder.encode(raw, lanes, lambda done: self._report(base + done))
         if len(payload) < len(best[1]):
-            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes), payload
+            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes, crc32(payload)), payload
         # The model lost to stored/zstd: the decoder will not run the model on this frame, so the lanes
         # must look as if the encoder had not either.
         self.coder.restore(before)
@@ -458,6 +462,8 @@ class StreamDecoder:
                 break
             block.validate(header, index)
             payload = read_exact(self.src, block.coded_size, f"frame {index}")
+            if crc32(payload) != block.coded_crc32:
+                raise ChecksumError(f"corrupt frame {index} (payload checksum)")
             raw = self._decode_frame(block, payload, index)
             if crc32(raw) != block.raw_crc32:
                 raise ChecksumError(f"corrupt frame {index} (checksum)")

@@ -4,7 +4,8 @@ No model and no torch here: everything in this module works on bytes, so `shazip
 `shazip --help` stay fast. Layout, all integers little-endian:
 
     header   magic(8) version(1) flags(1) lanes(2) frame_size(4) model_id(32) name_len(1) name crc32(4)
-    frame*   method(1) flags(1) lanes(2) raw_size(4) coded_size(4) raw_crc32(4) crc32(4)  payload
+    frame*   method(1) flags(1) lanes(2) raw_size(4) coded_size(4) raw_crc32(4) coded_crc32(4) crc32(4)
+             payload(coded_size)
     end      method=0xFF(1) flags(1) reserved(2) frame_count(4) total_size(8) blake2b-128(16) crc32(4)
              trailing magic(8)
 
@@ -33,11 +34,11 @@ MODEL_ID_BYTES = 32
 CONTENT_HASH_BYTES = 16
 
 _HEADER_FIXED = struct.Struct("<8sBBHI32sB")  # magic .. name_len (49 bytes), then name, then crc32
-_FRAME = struct.Struct("<BBHIII")  # method .. raw_crc32 (16 bytes), then crc32
+_FRAME = struct.Struct("<BBHIIII")  # method .. coded_crc32 (20 bytes), then crc32
 _FOOTER = struct.Struct("<BBHIQ16s")  # method=END .. content hash (32 bytes), then crc32, trailing magic
 _U32 = struct.Struct("<I")
 
-FRAME_HEADER_SIZE = _FRAME.size + 4  # 20
+FRAME_HEADER_SIZE = _FRAME.size + 4  # 24
 FOOTER_SIZE = _FOOTER.size + 4 + len(TRAILING_MAGIC)  # 44
 MIN_HEADER_SIZE = _HEADER_FIXED.size + 4  # 53
 
@@ -163,11 +164,16 @@ class FrameHeader:
     method: Method
     raw_size: int
     coded_size: int
-    raw_crc32: int
+    raw_crc32: int  # CRC-32 of the frame's raw (decoded) bytes
     lanes: int = 0  # model frames: lanes used (1..header lanes); other methods: 0
+    # CRC-32 of the payload: corruption is found before any model time is spent, and a flipped bit the
+    # range decoder would not notice (its last word has slack) is still an error.
+    coded_crc32: int = 0
 
     def to_bytes(self) -> bytes:
-        body = _FRAME.pack(self.method, 0, self.lanes, self.raw_size, self.coded_size, self.raw_crc32)
+        body = _FRAME.pack(
+            self.method, 0, self.lanes, self.raw_size, self.coded_size, self.raw_crc32, self.coded_crc32
+        )
         return body + _U32.pack(crc32(body))
 
     def validate(self, header: StreamHeader, index: int) -> None:
@@ -221,7 +227,7 @@ def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
         if flags or reserved:
             raise FormatError("reserved footer bits set")
         return Footer(frame_count, total_size, content_hash)
-    method, flags, lanes, raw_size, coded_size, raw_crc = _FRAME.unpack(first[: _FRAME.size])
+    method, flags, lanes, raw_size, coded_size, raw_crc, coded_crc = _FRAME.unpack(first[: _FRAME.size])
     if crc32(first[: _FRAME.size]) != _U32.unpack(first[_FRAME.size :])[0]:
         raise ChecksumError(f"corrupt frame {index} (header checksum)")
     if flags:
@@ -230,7 +236,7 @@ def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
         method = Method(method)
     except ValueError:
         raise FormatError(f"corrupt frame {index} (unknown method {method})") from None
-    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes)
+    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes, coded_crc)
 
 
 def read_exact(stream: BinaryIO, n: int, what: str, allow_empty: bool = False) -> bytes:

@@ -12,7 +12,15 @@ import sys
 import pytest
 
 import shazip
-from shazip.format import ChecksumError, FormatError, Method, TruncatedError
+from shazip.format import (
+    FOOTER_SIZE,
+    FRAME_HEADER_SIZE,
+    MIN_HEADER_SIZE,
+    ChecksumError,
+    FormatError,
+    Method,
+    TruncatedError,
+)
 
 DATA = b"".join(b"line %d of some text, with numbers %d\n" % (i, i * i) for i in range(3000))
 
@@ -34,7 +42,8 @@ def test_output_never_much_bigger_than_input():
     packed = shazip.compress(data, strategy="zstd", frame_size=1024)
     info = shazip.info(packed)
     assert all(f.method == Method.STORED for f in info.frames)
-    assert len(packed) - len(data) == 53 + 4 * 20 + 44  # header + frame headers + footer, nothing more
+    # header + frame headers + footer, nothing more
+    assert len(packed) - len(data) == MIN_HEADER_SIZE + 4 * FRAME_HEADER_SIZE + FOOTER_SIZE
 
 
 def test_streaming_writer_and_reader(tmp_path):

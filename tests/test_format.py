@@ -105,7 +105,7 @@ def test_header_errors_name_the_problem():
 
 def test_frame_header_round_trip_and_validation():
     h = header()
-    frame = FrameHeader(Method.MODEL, 1000, 400, 0xDEADBEEF, lanes=8)
+    frame = FrameHeader(Method.MODEL, 1000, 400, 0xDEADBEEF, lanes=8, coded_crc32=0x12345678)
     raw = frame.to_bytes()
     assert len(raw) == FRAME_HEADER_SIZE
     assert read_block(io.BytesIO(raw), 1) == frame
@@ -132,7 +132,7 @@ def test_frame_header_errors():
         read_block(io.BytesIO(bytes(flipped)), 7)
     unknown = bytearray(raw)
     unknown[0] = 9
-    unknown[16:20] = struct.pack("<I", crc32(bytes(unknown[:16])))
+    unknown[20:24] = struct.pack("<I", crc32(bytes(unknown[:20])))
     with pytest.raises(FormatError, match="unknown method 9"):
         read_block(io.BytesIO(bytes(unknown)), 1)
     with pytest.raises(TruncatedError, match="frame 2"):
