@@ -29,6 +29,9 @@ class Codec:
     slow: bool = False
     # Why this codec cannot run here; None when it can.
     unavailable: str | None = None
+    # For codecs whose output mixes methods (shazip: model, zstd and stored frames): compressed output ->
+    # raw bytes coded by each method, so the report can say how much the model actually coded.
+    frame_methods: Callable[[bytes], dict[str, int]] | None = None
 
     @property
     def classical(self) -> bool:
@@ -105,7 +108,14 @@ def _shazip_codec(model: Path | None = None) -> Codec:
     def decompress(data: bytes) -> bytes:
         return shazip_decompress(data, model)
 
-    return Codec(SHAZIP, compress, decompress, slow=True)
+    def frame_methods(compressed: bytes) -> dict[str, int]:
+        raw_bytes: dict[str, int] = {}
+        for frame in shazip.info(compressed).frames:
+            method = frame.method.name.lower()
+            raw_bytes[method] = raw_bytes.get(method, 0) + frame.raw_size
+        return raw_bytes
+
+    return Codec(SHAZIP, compress, decompress, slow=True, frame_methods=frame_methods)
 
 
 def _missing(data: bytes) -> bytes:

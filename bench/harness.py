@@ -115,7 +115,10 @@ class BenchRun:
     def _record(
         self, case: Case, codec: Codec, direction: str, data: bytes, compressed: bytes, seconds: float
     ) -> Measurement:
-        measurement = Measurement(case.name, codec.name, direction, len(data), len(compressed), seconds)
+        methods = codec.frame_methods(compressed) if codec.frame_methods else None
+        measurement = Measurement(
+            case.name, codec.name, direction, len(data), len(compressed), seconds, methods
+        )
         self.measurements.append(measurement)
         return measurement
 

@@ -30,6 +30,7 @@ class Measurement:
     original_bytes: int
     compressed_bytes: int
     seconds: float  # best round
+    frame_methods: dict[str, int] | None = None  # raw bytes per frame method (shazip), see Codec
 
     @property
     def bits_per_byte(self) -> float:
@@ -54,6 +55,7 @@ class Measurement:
             "ratio": round(self.ratio, 4),
             "bits_per_byte": round(self.bits_per_byte, 4),
             "mb_per_s": round(self.mb_per_s, 4),
+            **({"frame_methods": self.frame_methods} if self.frame_methods is not None else {}),
         }
 
 
@@ -65,6 +67,7 @@ class CodecTotals:
     compressed_bytes: int | None = None
     compress_seconds: float | None = None
     decompress_seconds: float | None = None
+    frame_methods: dict[str, int] | None = None
 
     @property
     def bits_per_byte(self) -> float | None:
@@ -105,6 +108,8 @@ class Summary:
             summary.files.setdefault(m.file, m.original_bytes)
             cell = summary.cells.setdefault((m.file, m.codec), CodecTotals(original_bytes=m.original_bytes))
             cell.compressed_bytes = m.compressed_bytes
+            if m.frame_methods is not None:
+                cell.frame_methods = dict(m.frame_methods)
             if m.direction == COMPRESS:
                 cell.compress_seconds = m.seconds
             else:
@@ -130,6 +135,11 @@ class Summary:
             total.compress_seconds = sum(c.compress_seconds for c in cells)
         if all(c.decompress_seconds is not None for c in cells):
             total.decompress_seconds = sum(c.decompress_seconds for c in cells)
+        if all(c.frame_methods is not None for c in cells):
+            total.frame_methods = {}
+            for c in cells:
+                for method, raw_bytes in c.frame_methods.items():
+                    total.frame_methods[method] = total.frame_methods.get(method, 0) + raw_bytes
         return total
 
     def shazip_vs_best_classical(self, file: str | None) -> tuple[float, str] | None:
@@ -167,6 +177,17 @@ class Summary:
             lines.append(_md_row(row))
         return lines
 
+    def _frame_method_lines(self) -> list[str]:
+        """How much each codec with mixed frames (shazip) coded with each method, over all files."""
+        lines = []
+        for codec in self.codecs:
+            total = self.total(codec)
+            if total is None or not total.frame_methods:
+                continue
+            parts = ", ".join(f"{method} {raw:,}" for method, raw in sorted(total.frame_methods.items()))
+            lines.append(f"{codec} frames, bytes coded by each method over all files: {parts}")
+        return ["", *lines] if lines else []
+
     def markdown(self) -> str:
         """Three tables (bits per byte, compression MB/s, decompression MB/s), a row per file and a total."""
         lines = ["# shazip benchmark", ""]
@@ -175,6 +196,7 @@ class Summary:
         lines += self._table(
             "bits per byte (lower is better)", lambda t: t.bits_per_byte, ".3f", show_relative=True
         )
+        lines += self._frame_method_lines()
         lines.append("")
         lines += self._table("compression MB/s", lambda t: t.mb_per_s(COMPRESS), "speed")
         lines.append("")

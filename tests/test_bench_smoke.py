@@ -83,6 +83,8 @@ def test_every_codec_round_trips_and_the_reports_agree(tmp_path: Path) -> None:
         assert packed.seconds > 0 and unpacked.seconds > 0
         info = packed.extra_info()
         assert info["bits_per_byte"] == pytest.approx(8 * packed.compressed_bytes / 1024, abs=1e-4)
+        if codec.frame_methods:  # shazip: its frames account for every input byte
+            assert sum(packed.frame_methods.values()) == 1024
 
     summary = run.summary()
     markdown = summary.markdown()
@@ -123,11 +125,11 @@ def test_totals_and_shazip_relative_to_best_classical() -> None:
     measurements = [
         Measurement("a", "zstd-3", COMPRESS, 1000, 400, 0.001),
         Measurement("a", "xz-9e", COMPRESS, 1000, 300, 0.01),
-        Measurement("a", "shazip", COMPRESS, 1000, 150, 0.1),
+        Measurement("a", "shazip", COMPRESS, 1000, 150, 0.1, {"model": 900, "stored": 100}),
         Measurement("a", "shazip", DECOMPRESS, 1000, 150, 0.2),
         Measurement("b", "zstd-3", COMPRESS, 3000, 600, 0.002),
         Measurement("b", "xz-9e", COMPRESS, 3000, 650, 0.03),
-        Measurement("b", "shazip", COMPRESS, 3000, 300, 0.3),
+        Measurement("b", "shazip", COMPRESS, 3000, 300, 0.3, {"model": 3000}),
     ]
     summary = Summary.from_measurements(measurements, ["zstd-3", "xz-9e", "shazip"])
     assert summary.shazip_vs_best_classical("a") == (0.5, "xz-9e")
@@ -138,6 +140,10 @@ def test_totals_and_shazip_relative_to_best_classical() -> None:
     assert total.bits_per_byte == pytest.approx(8 * 450 / 4000)
     assert total.mb_per_s(COMPRESS) == pytest.approx(4000 / 0.4 / 1e6)
     assert total.mb_per_s(DECOMPRESS) is None  # not measured on file b
+    assert total.frame_methods == {"model": 3900, "stored": 100}
+    assert "shazip frames, bytes coded by each method over all files: model 3,900, stored 100" in (
+        summary.markdown()
+    )
 
 
 def test_plot_is_a_png(tmp_path: Path) -> None:
