@@ -95,7 +95,7 @@ def test_sizes_around_frame_and_lane_boundaries(model, engines, n):
 def test_text_uses_model_frames_and_beats_zstd(model, engines):
     import zstandard
 
-    data = sample_text(6000)
+    data = sample_text(3000)
     packed = round_trip(data, model, engines, lanes=2)
     info = scan(io.BytesIO(packed))
     assert info.header.lanes == 1 or info.header.lanes == 2
@@ -129,9 +129,9 @@ def test_losing_model_frame_is_replaced_and_lanes_restored(model, engines):
 
 def test_lane_state_carries_across_frames(model, engines):
     """Coding the second half after the first costs less than coding it alone: context is carried."""
-    first, second = sample_text(1500), sample_text(1500, offset=1500)
-    alone = scan(io.BytesIO(round_trip(second, model, engines, lanes=1, frame_size=1500)))
-    both = scan(io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=1500)))
+    first, second = sample_text(800), sample_text(800, offset=800)
+    alone = scan(io.BytesIO(round_trip(second, model, engines, lanes=1, frame_size=800)))
+    both = scan(io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=800)))
     assert both.frames[1].method == alone.frames[0].method == Method.MODEL
     assert both.frames[1].coded_size < alone.frames[0].coded_size
 
