@@ -80,9 +80,29 @@ def _brotli_codec() -> Codec:
     return Codec("brotli-11", compress, brotli.decompress)
 
 
-def _shazip_codec(model: Path | None = None) -> Codec:
-    """shazip with the embedded default model, or with the model file `model`."""
+@dataclass(frozen=True)
+class ShazipSettings:
+    """How the benchmark runs shazip; None everywhere: shazip's own defaults."""
+
+    model: Path | None = None  # a model file; None: the embedded default model
+    device: str | None = None  # "cpu", "cuda", ...; None: shazip's "auto"
+    threads: int | None = None
+
+    def describe(self) -> str:
+        return (
+            f"model {self.model or 'embedded default'}, device {self.device or 'auto'}, "
+            f"threads {self.threads or 'default'}"
+        )
+
+
+def _shazip_codec(settings: ShazipSettings) -> Codec:
+    """shazip through its Python API, with the model, device and threads of `settings`."""
     import shazip
+
+    model = settings.model
+    options = {
+        key: value for key, value in (("device", settings.device), ("threads", settings.threads)) if value
+    }
 
     def unavailable(reason: str) -> Codec:
         return Codec(SHAZIP, _missing, _missing, slow=True, unavailable=reason)
@@ -103,10 +123,10 @@ def _shazip_codec(model: Path | None = None) -> Codec:
         return unavailable(f"model file {model} not found")
 
     def compress(data: bytes) -> bytes:
-        return shazip_compress(data, model)
+        return shazip_compress(data, model, **options)
 
     def decompress(data: bytes) -> bytes:
-        return shazip_decompress(data, model)
+        return shazip_decompress(data, model, **options)
 
     def frame_methods(compressed: bytes) -> dict[str, int]:
         raw_bytes: dict[str, int] = {}
@@ -122,16 +142,15 @@ def _missing(data: bytes) -> bytes:
     raise RuntimeError("this codec is not available")
 
 
-def all_codecs(shazip_model: Path | None = None) -> list[Codec]:
-    """The codecs in report order: classical ones from fastest to strongest, then shazip (with the
-    embedded default model, or the model file `shazip_model`)."""
+def all_codecs(shazip_settings: ShazipSettings | None = None) -> list[Codec]:
+    """The codecs in report order: classical ones from fastest to strongest, then shazip."""
     return [
         _zstd_codec(3),
         _zstd_codec(19),
         _zstd_codec(22, long_mode=True),
         _xz_codec(),
         _brotli_codec(),
-        _shazip_codec(shazip_model),
+        _shazip_codec(shazip_settings or ShazipSettings()),
     ]
 
 

@@ -1,8 +1,8 @@
 """pytest plumbing for `pytest bench/ --benchmark-only`: options, the run's shared state, the summary.
 
-Options (see docs/benchmarks.md): --shazip-full, --shazip-max-bytes, --shazip-model, --shazip-report-md,
---shazip-report-json, --shazip-plot. The summary tables are printed at the end of the session and
-written where the options say.
+Options (see docs/benchmarks.md): --shazip-full, --shazip-max-bytes, --shazip-model, --shazip-device,
+--shazip-threads, --shazip-report-md, --shazip-report-json, --shazip-plot. The summary tables are printed
+at the end of the session and written where the options say.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.codecs import ShazipSettings
 from bench.harness import BenchRun, bench_run_key
 
 
@@ -34,6 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="benchmark shazip with this model file (default: the embedded default model)",
     )
+    group.addoption(
+        "--shazip-device", metavar="DEVICE", help="shazip's device: cpu, cuda, ... (default: auto)"
+    )
+    group.addoption(
+        "--shazip-threads", type=int, metavar="N", help="shazip's thread count (default: its own)"
+    )
     group.addoption("--shazip-report-md", type=Path, metavar="PATH", help="write the summary as Markdown")
     group.addoption("--shazip-report-json", type=Path, metavar="PATH", help="write the summary as JSON")
     group.addoption(
@@ -48,7 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[bench_run_key] = BenchRun.from_options(
         full=config.getoption("--shazip-full"),
         max_bytes=config.getoption("--shazip-max-bytes"),
-        shazip_model=config.getoption("--shazip-model"),
+        shazip=ShazipSettings(
+            model=config.getoption("--shazip-model"),
+            device=config.getoption("--shazip-device"),
+            threads=config.getoption("--shazip-threads"),
+        ),
     )
 
 

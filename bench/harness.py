@@ -11,11 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from bench.codecs import Codec, Stopwatch, all_codecs, check_restored, codec_versions, verify_round_trip
+from bench.codecs import (
+    Codec,
+    ShazipSettings,
+    Stopwatch,
+    all_codecs,
+    check_restored,
+    codec_versions,
+    verify_round_trip,
+)
 from bench.corpus import (
     QUICK_MAX_BYTES,
     Case,
@@ -44,7 +51,7 @@ class BenchRun:
     full: bool = False
     max_bytes: int | None = QUICK_MAX_BYTES  # None or 0: whole files
     codecs: list[Codec] = field(default_factory=all_codecs)
-    shazip_model: Path | None = None  # None: the embedded default model
+    shazip: ShazipSettings = field(default_factory=ShazipSettings)
     measurements: list[Measurement] = field(default_factory=list)
     corpus_description: str | None = None
     corpus_problem: str | None = None
@@ -54,12 +61,13 @@ class BenchRun:
     _warmed_up: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_options(cls, full: bool, max_bytes: int | None, shazip_model: Path | None = None) -> BenchRun:
+    def from_options(
+        cls, full: bool, max_bytes: int | None, shazip: ShazipSettings | None = None
+    ) -> BenchRun:
         if max_bytes is None:
             max_bytes = 0 if full else QUICK_MAX_BYTES
-        return cls(
-            full=full, max_bytes=max_bytes or None, codecs=all_codecs(shazip_model), shazip_model=shazip_model
-        )
+        shazip = shazip or ShazipSettings()
+        return cls(full=full, max_bytes=max_bytes or None, codecs=all_codecs(shazip), shazip=shazip)
 
     # ---- corpus --------------------------------------------------------------------------------
 
@@ -129,7 +137,7 @@ class BenchRun:
             "corpus": self.corpus_description or "?",
             "mode": "full" if self.full else "quick",
             "max_bytes_per_file": self.max_bytes,  # None: whole files
-            "shazip_model": str(self.shazip_model) if self.shazip_model else "embedded default",
+            "shazip": self.shazip.describe(),
             "versions": codec_versions(),
         }
 
