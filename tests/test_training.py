@@ -7,6 +7,10 @@ import hashlib
 import json
 import lzma
 import math
+import os
+import signal
+import subprocess
+import sys
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -325,3 +329,66 @@ def test_single_process_ddp_world(corpus_file: Path, tmp_path: Path, monkeypatch
     assert not any(
         k.startswith("module.") for k in ck["model"]
     )  # the bare model is saved, not the DDP wrapper
+
+
+def test_bf16_on_cpu_is_refused_clearly(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--config", "tiny", "--data", str(corpus_file), "--out", str(tmp_path), "--set", "amp=bf16"]
+    assert main(args + ["--device", "cpu"]) == 2
+    assert "CUDA" in capsys.readouterr().err
+
+
+def run_training_process(args: list[str], **kwargs: object) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "training.train", *args],
+        env=env,
+        text=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(corpus_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--config", "tiny", "--data", str(corpus_file), "--out", str(out), "--valid-bytes", "2000"]
+    args += ["--set", "log_steps=5", "--set", "checkpoint_steps=0", "--set", "checkpoint_minutes=1000"]
+    args += ["--set", "eval_steps=0"]
+    proc = run_training_process(
+        args + ["--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("step"):  # training is under way: ask it to stop
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 0, rest
+    stopped = json.loads(rest.strip().splitlines()[-1])
+    assert stopped["reason"] == "signal"
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["step"] == stopped["step"] >= 5
+    assert not (out / "checkpoint.pt.tmp").exists()
+    assert main(args + ["--max-steps", str(ck["step"] + 3), "--resume", "--quiet"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == ck["step"] + 3
+
+
+@pytest.mark.slow
+def test_two_process_ddp_resume_is_exact(corpus_file: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU (gloo) processes: an interrupted and resumed run equals an uninterrupted one."""
+
+    def torchrun(out: Path, steps: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        cmd += ["-m", "training.train", "--config", "tiny", "--data", str(corpus_file), "--out", str(out)]
+        cmd += ["--max-steps", str(steps), "--quiet", "--set", "dropout=0.1", "--set", "eval_steps=0", *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        subprocess.run(cmd, check=True, env=env, timeout=300)
+
+    torchrun(tmp_path / "a", 16)
+    torchrun(tmp_path / "b", 7)
+    torchrun(tmp_path / "b", 16, "--resume")
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["world_size"] == 2 and a["carry"]["memory"].shape[0] == 2 * TRAIN_CONFIGS["tiny"].batch
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

@@ -225,8 +225,18 @@ def gather_state(state: ModelState, world: int) -> ModelState:
 # Evaluation
 
 
+def check_amp(device: torch.device, amp: str) -> None:
+    if amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"amp must be auto, bf16 or off, not {amp!r}")
+    if amp == "bf16" and device.type != "cuda":
+        # oneDNN has no bf16 LSTM on most CPUs ("could not create a primitive descriptor"), and on CPU
+        # bf16 would not be faster anyway.
+        raise ValueError("amp=bf16 needs a CUDA device; on CPU training runs in float32")
+
+
 def autocast_context(device: torch.device, amp: str):  # noqa: ANN201 - a context manager
-    use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    """bf16 autocast on CUDA (amp auto or bf16); float32 otherwise. The weights stay float32."""
+    use_bf16 = device.type == "cuda" and amp in ("auto", "bf16")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
@@ -346,6 +356,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
             torch.backends.cuda.matmul.allow_tf32 = True  # training only; the engine is integer-exact
             torch.backends.cudnn.allow_tf32 = True
+        check_amp(self.device, train_cfg.amp)
         if train_cfg.threads > 0:
             torch.set_num_threads(train_cfg.threads)
 
