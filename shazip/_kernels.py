@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # The constants of shazip.engine (duplicated as literals so numba can fold them; engine asserts equality).
 GATE_Q = 10
@@ -69,22 +69,20 @@ def _affine(n, g, b, limit: int, out) -> None:
         out[c] = _clamp((n[c] * g[c] + b[c]) >> AFFINE_SHIFT, -limit, limit)
 
 
-@njit(**_opts)
 def ln_two(x, eps, g1, b1, lim1, out1, g2, b2, lim2, out2) -> None:
     """LayerNorm of each row of x, then two affine targets (e.g. int8 GEMM input and residual)."""
-    n = np.empty(x.shape[1], dtype=np.int64)
-    for r in range(x.shape[0]):
+    for r in prange(x.shape[0]):
+        n = np.empty(x.shape[1], dtype=np.int64)
         _ln_row(x[r], eps, n)
         _affine(n, g1, b1, lim1, out1[r])
         _affine(n, g2, b2, lim2, out2[r])
 
 
-@njit(**_opts)
 def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs, mid) -> None:
     """Gates from both GEMMs, cell update, h (int8 state and residual contribution) for k lanes."""
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
-    for r in range(k):
+    for r in prange(k):
         ax = acc_x[r]
         ah = acc_h[r]
         for c in range(d):
@@ -121,13 +119,12 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
             mid[r, c] = _clamp(np.int64(res[r, c]) + ((hp * hm + hb) >> hs), -RES_MAX, RES_MAX)
 
 
-@njit(**_opts)
 def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, written, mid8, attres) -> None:
     """LayerNorm of the attention input: memory vector (into the ring), query input, residual."""
     k, d = mid.shape
     slots = ring.shape[1]
-    n = np.empty(d, dtype=np.int64)
-    for r in range(k):
+    for r in prange(k):
+        n = np.empty(d, dtype=np.int64)
         _ln_row(mid[r], eps, n)
         _affine(n, g_mem, b_mem, INT8_MAX, ring[r, written[r] % slots])
         written[r] += 1
@@ -135,29 +132,27 @@ def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, w
         _affine(n, g_res, b_res, RES_MAX, attres[r])
 
 
-@njit(**_opts)
 def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
     """Query linear requantised (residual-style ints), its LayerNorm, gates folded in: int8 query."""
     k, d = q8.shape
-    qp = np.empty(d, dtype=np.int64)
-    n = np.empty(d, dtype=np.int64)
-    for r in range(k):
+    for r in prange(k):
+        qp = np.empty(d, dtype=np.int64)
+        n = np.empty(d, dtype=np.int64)
         for c in range(d):
             qp[c] = _clamp((np.int64(acc[r, c]) * qm[c] + qb[c]) >> qs, -RES_MAX, RES_MAX)
         _ln_row(qp, eps, n)
         _affine(n, g, b, INT8_MAX, q8[r])
 
 
-@njit(**_opts)
 def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, out) -> None:
     """Scores over the valid ring slots, exp-table softmax, weighted sum, value gate, residual."""
     k, d = q8.shape
     slots = ring.shape[1]
-    scores = np.empty(slots, dtype=np.int64)
-    weights = np.empty(slots, dtype=np.int32)
-    acc = np.empty(d, dtype=np.int64)
-    qrow = np.empty(d, dtype=np.int32)
-    for r in range(k):
+    for r in prange(k):
+        scores = np.empty(slots, dtype=np.int64)
+        weights = np.empty(slots, dtype=np.int32)
+        acc = np.empty(d, dtype=np.int64)
+        qrow = np.empty(d, dtype=np.int32)
         valid = min(written[r], slots)
         for c in range(d):
             qrow[c] = q8[r, c]
@@ -189,15 +184,12 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, out) 
             out[r, c] = _clamp(np.int64(attres[r, c]) + ((avg * aom[c] + aob) >> aos), -RES_MAX, RES_MAX)
 
 
-@njit(**_opts)
 def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
     """GELU(up-projection) through the table, chunks summed, added to the residual."""
     k, d = ffres.shape
     chunks = acc.shape[1] // d
-    total = np.empty(d, dtype=np.int64)
-    for r in range(k):
-        for c in range(d):
-            total[c] = 0
+    for r in prange(k):
+        total = np.zeros(d, dtype=np.int64)
         for j in range(chunks):
             base = j * d
             for c in range(d):
@@ -212,22 +204,20 @@ def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
             out[r, c] = _clamp(np.int64(ffres[r, c]) + ((total[c] * bm + bb) >> bs), -RES_MAX, RES_MAX)
 
 
-@njit(**_opts)
 def requant_int8(x, m, b, s, out) -> None:
     k, d = x.shape
-    for r in range(k):
+    for r in prange(k):
         for c in range(d):
             out[r, c] = _clamp((np.int64(x[r, c]) * m + b) >> s, -INT8_MAX, INT8_MAX)
 
 
-@njit(**_opts)
 def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
     """Logits (Q10 nats) -> frequency table: exp table of (max - logit), scaled, each entry >= 1."""
     k, v = acc.shape
-    logit = np.empty(v, dtype=np.int64)
-    e = np.empty(v, dtype=np.int64)
     spread = table_total - v
-    for r in range(k):
+    for r in prange(k):
+        logit = np.empty(v, dtype=np.int64)
+        e = np.empty(v, dtype=np.int64)
         top = np.int64(-(1 << 62))
         arg = 0
         for c in range(v):
@@ -245,3 +235,21 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
             freqs[r, c] = f
             used += f
         freqs[r, arg] += table_total - used
+
+
+KERNELS = (
+    "ln_two",
+    "lstm_cell",
+    "attention_inputs",
+    "query",
+    "attend",
+    "boom",
+    "requant_int8",
+    "frequencies",
+)
+# Each kernel compiled twice: serial (few lanes or one thread) and over lanes in parallel (prange). Lanes
+# are independent and every row is computed by one thread in a fixed order, so both give the same integers.
+serial = type("serial", (), {name: staticmethod(njit(**_opts)(globals()[name])) for name in KERNELS})
+parallel = type(
+    "parallel", (), {name: staticmethod(njit(parallel=True, **_opts)(globals()[name])) for name in KERNELS}
+)

@@ -59,6 +59,7 @@ ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
 ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
+PARALLEL_MIN_LANES = 8  # below this, the numba kernels run serially (thread start-up would dominate)
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
 
@@ -191,7 +192,9 @@ class Engine:
             raise ValueError("the numba backend runs on CPU only")
         self.backend = backend
         if backend == "numba":
-            self.n = {k: v.numpy() for k, v in self.t.items()}
+            # numba reads the stored (narrow) integer dtypes directly: small tables stay in cache.
+            self.n = {k: np.ascontiguousarray(v) for k, v in self.model.tensors.items()}
+            self.n["b0.wih_byte_table"] = self.t["b0.wih_byte_table"].numpy()
 
     def _load_tensors(self) -> None:
         dev = self.device
@@ -244,9 +247,21 @@ class Engine:
     def _gemm(self, a: np.ndarray, name: str) -> np.ndarray:
         return F.linear(torch.from_numpy(a), self.t[name]).numpy()
 
-    def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
-        from shazip import _kernels as K
+    def _kernels(self, k: int):  # noqa: ANN202 - a namespace of numba kernels
+        """Serial kernels, or kernels parallel over lanes when torch may use several threads."""
+        import numba
 
+        from shazip import _kernels
+
+        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        if threads < 2 or k < PARALLEL_MIN_LANES:
+            return _kernels.serial
+        if numba.get_num_threads() != threads:
+            numba.set_num_threads(threads)
+        return _kernels.parallel
+
+    def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
+        K = self._kernels(k)
         n, q, d = self.n, self.q, self.d
         out = None
         for i in range(self.cfg.n_blocks):

@@ -257,9 +257,15 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
     gate = (-E.GATE_RANGE, E.GATE_RANGE, 2.0**-E.GATE_Q, 2.0**-E.ACT_Q)
     t["sigmoid_lut"] = _table(torch.sigmoid, *gate).astype(np.int32)
     t["tanh_lut"] = _table(torch.tanh, *gate).astype(np.int32)
+    # Tables as narrow as their values allow (Q15 tables are clamped to +-32767 so they fit int16: the
+    # engine reads the same stored values on every path, so this is part of the model, not an error).
     for name in list(t):
         if name.endswith("_lut"):
-            t[name] = t[name].astype(np.int32)
+            lut = t[name]
+            if name.rsplit(".", 1)[-1] in ("sigmoid_lut", "tanh_lut", "att_exp_lut"):
+                lut = np.clip(lut, -32767, 32767)
+            fits16 = lut.min() >= -32768 and lut.max() <= 32767
+            t[name] = lut.astype(np.int16 if fits16 else np.int32)
     quant["calibration_max"] = {k: float(v) for k, v in sorted(cal.items())}
     return quant, t
 
