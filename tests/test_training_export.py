@@ -65,3 +65,17 @@ def test_exported_model_round_trips_through_shazip(trained_run: Path) -> None:
 
 def test_export_without_a_checkpoint_fails_cleanly(tmp_path: Path) -> None:
     assert export_main([str(tmp_path), "-o", str(tmp_path / "m.safetensors")]) == 1
+
+
+def test_evaluate_command_reports_bits_per_byte(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
+    from training.evaluate import main as evaluate_main
+
+    valid = str(trained_run / "valid.txt")
+    assert (
+        evaluate_main([str(trained_run / "run"), valid, "--bytes", "4000", "--streams", "2", "--bptt", "64"])
+        == 0
+    )
+    bpb = float(capsys.readouterr().out.split()[0])
+    ck = load_checkpoint(trained_run / "run" / "checkpoint.pt")
+    assert 0 < bpb < 4.0 and bpb == pytest.approx(ck["last_valid_bpb"], abs=0.3)  # same model, other slice
+    assert evaluate_main([str(trained_run / "run"), str(trained_run / "missing.txt")]) == 1
