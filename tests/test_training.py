@@ -156,6 +156,9 @@ def test_enwik8_zip_is_read(
         z.write(path, "enwik8")
     corpus = D.load_train_valid([str(zpath)], None)
     assert corpus.train.size == 90_000_000 and corpus.valid.tobytes() == data[90_000_000:95_000_000]
+    (tmp_path / "v.txt").write_bytes(b"other validation text")
+    corpus = D.load_train_valid([str(zpath)], str(tmp_path / "v.txt"))
+    assert corpus.train.size == 90_000_000 and corpus.valid.tobytes() == b"other validation text"
 
 
 def test_the_published_enwik8_hash_is_checked() -> None:
@@ -298,6 +301,11 @@ def test_resume_equals_an_uninterrupted_run(corpus_file: Path, tmp_path: Path) -
     common += ["--set", "eval_steps=0", "--set", "checkpoint_steps=7"]
     assert main(common + ["--out", str(tmp_path / "a"), "--max-steps", "30"]) == 0
     assert main(common + ["--out", str(tmp_path / "b"), "--max-steps", "13"]) == 0
+    # A resume with another data layout is refused instead of silently reading other bytes.
+    assert (
+        main(common + ["--out", str(tmp_path / "b"), "--max-steps", "30", "--resume", "--set", "batch=3"])
+        == 2
+    )
     assert main(common + ["--out", str(tmp_path / "b"), "--max-steps", "30", "--resume"]) == 0
     a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")

@@ -201,7 +201,8 @@ def load_train_valid(
 ) -> Corpus:
     """Training and validation bytes.
 
-    - `--data enwik8` (a file named enwik8 or enwik8.zip): verified, standard split (train / valid).
+    - `--data enwik8` (a file named enwik8 or enwik8.zip): verified, standard split (train / valid;
+      `valid_path` replaces the split's validation part if given).
     - else the files' concatenation; validation is `valid_path`, or the last `holdout_bytes` of the data.
     `valid_bytes` keeps only the first that many validation bytes (cheaper evaluations).
     """
@@ -210,6 +211,9 @@ def load_train_valid(
         train_arr = np.frombuffer(train, dtype=np.uint8)
         valid_arr = np.frombuffer(valid, dtype=np.uint8)
         desc = "enwik8 (standard split: 90M train / 5M valid)"
+        if valid_path is not None:  # an explicit validation file wins over the split's
+            valid_arr = load_corpus([valid_path])
+            desc = "enwik8 (first 90M bytes)"
     else:
         train_arr = load_corpus(data_paths, train_limit)
         desc = " + ".join(Path(p).name for p in data_paths)

@@ -402,7 +402,10 @@ class Trainer:
         self.epoch = ck["data_position"]["epoch"]
         self.position = ck["data_position"]["position"]
         if ck["data_position"]["streams"] != self.batches.length:
-            raise DataError("the training data differ from the checkpoint's (stream length changed)")
+            raise DataError(
+                "the checkpoint's data layout does not match: other training data, batch or process count"
+                f" (stream length {self.batches.length:,d}, checkpoint {ck['data_position']['streams']:,d})"
+            )
         self.best_valid_bpb = ck.get("best_valid_bpb")
         self.last_valid_bpb = ck.get("last_valid_bpb")
         self.train_seconds = ck.get("train_seconds", 0.0)
