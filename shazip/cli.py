@@ -312,6 +312,10 @@ def compress(
         int | None,
         typer.Option("--lanes", min=1, max=4096, help="Lane count (default: from the input size)."),
     ] = None,
+    frame_size: Annotated[
+        int | None,
+        typer.Option("--frame-size", min=1, max=64 << 20, help="Raw bytes per frame (default 1 MiB)."),
+    ] = None,
     no_model: Annotated[
         bool, typer.Option("--no-model", help="zstd/stored frames only: fast, and decodes without a model.")
     ] = False,
@@ -348,6 +352,7 @@ def compress(
                     loaded[0] if loaded else None,
                     strategy="zstd" if no_model else "auto",
                     lanes=lanes,
+                    frame_size=frame_size,
                     device=settings.device,
                     threads=settings.threads,
                     progress=update,
