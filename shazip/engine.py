@@ -150,7 +150,10 @@ def frequency_table(logit_q: torch.Tensor, exp_lut: torch.Tensor) -> torch.Tenso
     spread = TABLE_TOTAL - logit_q.shape[-1]
     freqs = 1 + torch.div(e * spread, total, rounding_mode="floor")
     remainder = TABLE_TOTAL - freqs.sum(-1, keepdim=True)
-    top = diff.argmin(-1, keepdim=True)  # first index of the largest logit
+    # first index of the largest logit (spelled out rather than argmin, whose tie rule is not documented
+    # the same way for every device)
+    index = torch.arange(logit_q.shape[-1], device=logit_q.device)
+    top = torch.where(diff == 0, index, logit_q.shape[-1]).min(-1, keepdim=True).values
     freqs.scatter_add_(-1, top, remainder)
     return freqs.to(torch.int32)
 
@@ -181,6 +184,8 @@ class Engine:
         self.q = model.quant
         self.device = torch.device(device)
         self.d = self.cfg.d_model
+        if max(self.d, 256) * INT8_MAX * INT8_MAX >= 1 << 24:
+            raise ValueError(f"d_model {self.d} is too large for exact float32 GEMMs (at most 1040)")
         self.memory = self.cfg.memory
         self.attn_index = self.cfg.attn_index
         self._load_tensors()
