@@ -214,3 +214,51 @@ def test_scan_works_on_short_reads_without_seeking():
     assert scan(PipeLike(data)).frames == scan(io.BytesIO(data)).frames
     with pytest.raises(TruncatedError):
         scan(PipeLike(data[:-50]))
+
+
+# --- stability: files written today must decode tomorrow ----------------------------------------------
+
+# A version-1 file (one zstd frame, one stored frame) written by this implementation. Decoding it must
+# keep working whatever changes in the code or in zstd.
+GOLDEN_FILE = bytes.fromhex(
+    "8953485a0d0a1a0a0100010028000000000000000000000000000000000000000000000000000000000000000000000000"
+    "6c84578f0200000028000000200000004ca7651d819d0176e63a228528b52ffd0000bd0000887368617a697020666f726d"
+    "61742076310a0100a99e4b0100000012000000120000000f3486dd0f3486dd2bdb2c3920666f726d61742076310a000102"
+    "03040506ff000000020000003a00000000000000a6bc52115701109637df70cbe3f2d6129e812505895a48530a1a0a0d"
+)
+
+# The range coder's output for fixed integer tables: if constriction changed how Categorical(perfect=False)
+# quantises a table, model frames written before would no longer decode. This vector catches that.
+GOLDEN_WORDS = "030fb0207a95e9608b0855b3273831e5abd9462496d246879ffb3b375c2d986404002392"
+
+
+def test_golden_file_still_decodes():
+    import shazip
+
+    assert shazip.decompress(GOLDEN_FILE) == b"shazip format v1\n" * 3 + bytes(range(7))
+
+
+def test_range_coder_golden_vector():
+    import constriction
+    import numpy as np
+
+    from shazip.codec import ModelCoder
+
+    i = np.arange(40)[:, None]
+    s = np.arange(256)[None, :]
+    freqs = (1 + (i * 7919 + s * 104729) % 1000).astype(np.int32)
+    freqs[:, 65] += 200000
+    symbols = ((np.arange(40) * 31) % 256).astype(np.int32)
+    symbols[::3] = 65
+    encoder = constriction.stream.queue.RangeEncoder()
+    for t in range(0, 40, 8):
+        encoder.encode(
+            symbols[t : t + 8], ModelCoder._coder_model(), ModelCoder._probabilities(freqs[t : t + 8], 8)
+        )
+    assert encoder.get_compressed().astype("<u4").tobytes().hex() == GOLDEN_WORDS
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(bytes.fromhex(GOLDEN_WORDS), "<u4").copy())
+    decoded = [
+        decoder.decode(ModelCoder._coder_model(), ModelCoder._probabilities(freqs[t : t + 8], 8))
+        for t in range(0, 40, 8)
+    ]
+    assert np.concatenate(decoded).tolist() == symbols.tolist()
