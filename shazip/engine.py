@@ -232,11 +232,16 @@ class Engine:
         return state.freqs.cpu().numpy().copy()
 
     def advance(self, state: EngineState, symbols: np.ndarray | bytes | list[int]) -> None:
-        sym = (
-            np.frombuffer(bytes(symbols), dtype=np.uint8)
-            if isinstance(symbols, bytes)
-            else np.asarray(symbols)
-        )
+        if isinstance(symbols, (bytes, bytearray, memoryview)):
+            sym = np.frombuffer(symbols, dtype=np.uint8)
+        else:
+            sym = np.asarray(symbols)
+            if sym.ndim != 1:
+                raise ValueError(f"symbols must be one-dimensional, got shape {sym.shape}")
+            if sym.dtype != np.uint8:
+                if sym.size and (sym.dtype.kind not in "iu" or sym.min() < 0 or sym.max() > 255):
+                    raise ValueError("symbols must be byte values 0..255")
+                sym = sym.astype(np.uint8)
         k = int(sym.shape[0])
         if k > state.lanes:
             raise ValueError(f"{k} symbols for {state.lanes} lanes")

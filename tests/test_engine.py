@@ -109,3 +109,16 @@ def test_symbols_beyond_lanes_rejected(fixture_engine: Engine) -> None:
     state = fixture_engine.new_state(2)
     with pytest.raises(ValueError):
         fixture_engine.advance(state, np.zeros(3, dtype=np.uint8))
+    with pytest.raises(ValueError):
+        fixture_engine.advance(state, np.array([1, 256]))
+    with pytest.raises(ValueError):
+        fixture_engine.advance(state, np.zeros((2, 1), dtype=np.uint8))
+
+
+def test_symbol_types_agree(fixture_engine: Engine) -> None:
+    a, b, c = (fixture_engine.new_state(3) for _ in range(3))
+    fixture_engine.advance(a, b"xyz")
+    fixture_engine.advance(b, [120, 121, 122])
+    fixture_engine.advance(c, np.array([120, 121, 122], dtype=np.int64))
+    np.testing.assert_array_equal(fixture_engine.predict(a), fixture_engine.predict(b))
+    np.testing.assert_array_equal(fixture_engine.predict(a), fixture_engine.predict(c))
