@@ -198,6 +198,22 @@ def test_lamb_step_matches_the_formula() -> None:
     assert torch.allclose(w.detach(), w0 - 0.1 * trust * update, atol=1e-6)
 
 
+def test_lamb_reference_variant_clamps_the_weight_norm() -> None:
+    """The reference code's LAMB: no bias correction, and a step of at most lr * 10 in norm."""
+    torch.manual_seed(2)
+    big = torch.nn.Parameter(torch.randn(100, 100))  # norm ~100
+    before = big.detach().clone()
+    opt = Lamb([big], lr=0.01, bias_correction=False, weight_norm_clamp=10.0)
+    big.grad = torch.randn(100, 100)
+    opt.step()
+    assert (big.detach() - before).norm().item() == pytest.approx(0.01 * 10, rel=1e-4)
+    unclamped = torch.nn.Parameter(before.clone())
+    opt = Lamb([unclamped], lr=0.01)
+    unclamped.grad = big.grad.clone()
+    opt.step()
+    assert (unclamped.detach() - before).norm().item() == pytest.approx(0.01 * before.norm().item(), rel=1e-4)
+
+
 def test_lamb_min_trust_moves_zero_tensors_and_minimises() -> None:
     zero = torch.nn.Parameter(torch.zeros(4))
     opt = Lamb([zero], lr=0.1, min_trust=0.25)

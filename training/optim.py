@@ -4,12 +4,14 @@ torch has no LAMB, so it is written here. Per parameter tensor:
 
     m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2          (Adam moments)
     u = m_hat / (sqrt(v_hat) + eps) + weight_decay * w          (Adam step plus decoupled weight decay)
-    trust = ||w|| / ||u||   (1 where either norm is 0), clamped to [min_trust, max_trust]
+    trust = phi(||w||) / ||u||   (1 where either norm is 0), clamped to [min_trust, max_trust]
     w -= lr * trust * u
 
-The SHA-RNN reference code used a LAMB with a minimum trust ratio of 0.25 (so small or freshly
-initialised tensors, such as zero gate vectors, still move); that is `min_trust`. Bias correction is on
-by default (LAMB paper, algorithm 2); `bias_correction=False` gives the variant some implementations use.
+phi is the identity, or with `weight_norm_clamp = c > 0`, min(||w||, c). The SHA-RNN reference code
+trained with the widely used PyTorch LAMB of its time: no bias correction, phi = min(||w||, 10), and a
+minimum trust ratio of 0.25 (so small or freshly initialised tensors, such as zero gate vectors, still
+move). `bias_correction=False, weight_norm_clamp=10, min_trust=0.25` reproduces that; the defaults
+follow the LAMB paper (algorithm 2, with bias correction) with the trust ratio itself capped at 10.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Lamb(Optimizer):
         min_trust: float = 0.0,
         max_trust: float = 10.0,
         bias_correction: bool = True,
+        weight_norm_clamp: float = 0.0,
     ) -> None:
         if lr < 0 or eps < 0 or weight_decay < 0:
             raise ValueError("lr, eps and weight_decay must be non-negative")
@@ -44,6 +47,7 @@ class Lamb(Optimizer):
             min_trust=min_trust,
             max_trust=max_trust,
             bias_correction=bias_correction,
+            weight_norm_clamp=weight_norm_clamp,
         )
         super().__init__(params, defaults)
 
@@ -80,6 +84,8 @@ class Lamb(Optimizer):
                 if group["weight_decay"]:
                     update.add_(weight, alpha=group["weight_decay"])
                 w_norm = weight.norm()
+                if group["weight_norm_clamp"] > 0:
+                    w_norm = w_norm.clamp(max=group["weight_norm_clamp"])
                 u_norm = update.norm()
                 # Where either norm is zero (e.g. zero-initialised biases) the layer-wise ratio is
                 # meaningless: fall back to 1, then clamp like everything else.
