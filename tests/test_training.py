@@ -270,6 +270,7 @@ def test_enwik8_config_has_the_papers_size_and_steps_on_cpu(tmp_path: Path) -> N
         0.25,
     )
     assert (train_cfg.batch, train_cfg.bptt, train_cfg.epochs, train_cfg.final_lr) == (16, 1024, 32, 1e-3)
+    assert train_cfg.jitter and train_cfg.scale_lr_by_window and train_cfg.lamb_weight_norm_clamp == 10
     # 53,825,792 parameters; the paper counts 52M for this single-head model (its reference code differs
     # in vocabulary and layer details; see docs/training.md).
     assert SHARNN(model_cfg).num_parameters() == 53_825_792
@@ -416,3 +417,23 @@ def test_two_process_ddp_resume_is_exact(corpus_file: Path, tmp_path: Path) -> N
     assert a["world_size"] == 2 and a["carry"]["memory"].shape[0] == 2 * TRAIN_CONFIGS["tiny"].batch
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_learning_rate_follows_the_window_length(tmp_path: Path) -> None:
+    model_cfg, cfg = apply_overrides(
+        CONFIGS["tiny"], TRAIN_CONFIGS["tiny"], ["scale_lr_by_window=1", "warmup=0"]
+    )
+    corpus = D.Corpus(
+        train=np.frombuffer(synthetic_text(20_000), dtype=np.uint8),
+        valid=np.frombuffer(synthetic_text(64, 3), dtype=np.uint8),
+        description="synthetic",
+    )
+    trainer = Trainer(model_cfg, cfg, corpus, RunOptions(out=tmp_path, quiet=True))
+    lengths = set()
+    for _ in range(40):
+        step = trainer.step
+        _, length = trainer.train_step()
+        lengths.add(length)
+        expected = learning_rate(cfg, step, trainer.epoch_progress()) * length / cfg.bptt
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert len(lengths) > 3  # jittered

@@ -57,6 +57,7 @@ class TrainConfig:
     batch: int = 16  # streams per process
     bptt: int = 1024  # window length
     jitter: bool = True  # the paper's bptt jitter: 95% N(bptt, 5), 5% N(bptt/2, 5)
+    scale_lr_by_window: bool = False  # lr * window / bptt, as the reference code does
     holdout_bytes: int = 1_000_000  # validation = data tail when no --valid is given
     # schedule: "paper" = warm-up, lr until `epochs`, then `final_lr` for `final_epochs` (then stop);
     #           "cosine" = warm-up, cosine from lr to lr*min_lr_ratio at `total_steps`, then flat
@@ -85,7 +86,7 @@ class TrainConfig:
 TRAIN_CONFIGS: dict[str, TrainConfig] = {
     # The paper (Merity 2019) on enwik8: LAMB lr 2e-3, 800 warm-up steps, wd 1.2e-6, clip 0.25, batch 16,
     # bptt 1024 jittered, 32 epochs then a pass at lr 1e-3; the reference code's LAMB variant.
-    "enwik8": TrainConfig(lamb_bias_correction=False, lamb_weight_norm_clamp=10.0),
+    "enwik8": TrainConfig(lamb_bias_correction=False, lamb_weight_norm_clamp=10.0, scale_lr_by_window=True),
     # The CPU default model (see docs/training.md for the measurements behind batch/bptt).
     # The CPU default model. Short windows with many streams: the attention memory (256) and the LSTM state
     # are carried across windows, so bptt 128 loses little context and gives ~2x the updates of 256. Set
@@ -503,6 +504,8 @@ class Trainer:
             assert window is not None
         x, y = window[0].to(self.device, non_blocking=True), window[1].to(self.device, non_blocking=True)
         lr = learning_rate(cfg, self.step, self.epoch_progress())
+        if cfg.scale_lr_by_window:  # AWD-LSTM / SHA-RNN: shorter windows take proportionally smaller steps
+            lr *= x.shape[1] / cfg.bptt
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast_context(self.device, cfg.amp):
