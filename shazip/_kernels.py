@@ -237,6 +237,24 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
         freqs[r, arg] += table_total - used
 
 
+@njit(**_opts)
+def gemm_int8(a, w, out) -> None:
+    """out[r, o] = sum_c a[r, c] * w[o, c] with int8 operands and int32 sums (exact), for few lanes.
+
+    With one to a few lanes the float32 GEMM is bound by reading float32 weights; int8 weights are a
+    quarter of the bytes. The same integers as the float32 GEMM, so either may be used for any step.
+    """
+    k, depth = a.shape
+    for o in range(w.shape[0]):
+        wr = w[o]
+        for r in range(k):
+            ar = a[r]
+            s = np.int32(0)
+            for c in range(depth):
+                s += np.int32(ar[c]) * np.int32(wr[c])
+            out[r, o] = s
+
+
 KERNELS = (
     "ln_two",
     "lstm_cell",

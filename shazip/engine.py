@@ -59,6 +59,7 @@ ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
 ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
+SMALL_GEMM_LANES = 4  # up to this many lanes, GEMMs run on int8 weights in numba (less memory traffic)
 PARALLEL_MIN_LANES = 8  # below this, the numba kernels run serially (thread start-up would dominate)
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
@@ -255,7 +256,15 @@ class Engine:
 
     # ---- the step (numba kernels for the elementwise work, torch float32 GEMMs) ----
     def _gemm(self, a: np.ndarray, name: str) -> np.ndarray:
-        return F.linear(torch.from_numpy(a), self.t[name]).numpy()
+        """[k, K] int8 values (any dtype) times weight [N, K]^T -> [k, N] float32 holding exact integers."""
+        if a.shape[0] <= SMALL_GEMM_LANES:
+            from shazip._kernels import gemm_int8
+
+            w = self.n[name]
+            out = np.empty((a.shape[0], w.shape[0]), dtype=np.float32)
+            gemm_int8(a.astype(np.int8), w, out)
+            return out
+        return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
     def _kernels(self, k: int):  # noqa: ANN202 - a namespace of numba kernels
         """Serial kernels, or kernels parallel over lanes when torch may use several threads."""
@@ -296,7 +305,7 @@ class Engine:
                 )
                 acc_x = self._gemm(a8, p + "wih")
             h8 = st.h8[i][:k].numpy()
-            acc_h = self._gemm(h8.astype(np.float32), p + "whh")
+            acc_h = self._gemm(h8, p + "whh")
             mid = np.empty((k, d), dtype=np.int32)
             K.lstm_cell(
                 acc_x,
