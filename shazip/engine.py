@@ -30,6 +30,7 @@ position instead of two.
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +61,10 @@ ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
 SMALL_GEMM_LANES = 4  # up to this many lanes, GEMMs run on int8 weights in numba (less memory traffic)
-PARALLEL_MIN_LANES = 8  # below this, the numba kernels run serially (thread start-up would dominate)
+PARALLEL_MIN_LANES = 8
+_PARALLEL_LOCK = (
+    threading.Lock()
+)  # below this, the numba kernels run serially (thread start-up would dominate)
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
 
@@ -266,7 +270,7 @@ class Engine:
             return out
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
-    def _kernels(self, k: int):  # noqa: ANN202 - a namespace of numba kernels
+    def _kernels(self, k: int):  # noqa: ANN202 - a class used as a namespace of numba kernels
         """Serial kernels, or kernels parallel over lanes when torch may use several threads."""
         import numba
 
@@ -281,6 +285,14 @@ class Engine:
 
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
         K = self._kernels(k)
+        if K.__name__ == "parallel":
+            # numba's default (workqueue) threading layer must not be entered from two threads at once
+            with _PARALLEL_LOCK:
+                self._step_kernels(K, st, x, k)
+        else:
+            self._step_kernels(K, st, x, k)
+
+    def _step_kernels(self, K, st: EngineState, x: np.ndarray, k: int) -> None:  # noqa: N803 - K: kernels
         n, q, d = self.n, self.q, self.d
         out = None
         for i in range(self.cfg.n_blocks):
