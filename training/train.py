@@ -25,8 +25,12 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
+# Before torch starts OpenMP: with the default busy-waiting, two threads collapse as soon as another
+# process takes a core (DESIGN.md section 4). An explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F
 
 from shazip.config import CONFIGS, ModelConfig
