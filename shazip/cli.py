@@ -257,6 +257,8 @@ def run_jobs(jobs: list[Job], settings: Settings, work: Callable[[Job], None], r
         except ShazipError as e:
             fail(display(job.source), e)
             status = EXIT_ERROR
+        except BrokenPipeError:
+            raise  # the reader of our stdout is gone: stop quietly (see guarded)
         except (OSError, ValueError) as e:
             fail(display(job.source), e.strerror if isinstance(e, OSError) and e.strerror else e)
             status = EXIT_ERROR
@@ -280,11 +282,10 @@ def guarded(run: Callable[[], int]) -> None:
         print("shazip: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`); say nothing, as other filters do.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            code = EXIT_ERROR
+        # The reader went away (e.g. `| head`): say nothing, as other filters do, and point stdout at
+        # /dev/null so that the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_ERROR
     raise typer.Exit(code)
 
 
