@@ -82,7 +82,8 @@ class ShazipWriter(io.BufferedIOBase):
         if self.closed:
             return
         try:
-            self._encoder.finish()
+            if not self._encoder.failed:  # after an error the stream stays without a footer: invalid
+                self._encoder.finish()
         finally:
             try:
                 super().close()  # flushes the file below, so it must still be open

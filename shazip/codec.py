@@ -289,6 +289,7 @@ class StreamEncoder:
         self.raw_total = 0
         self.coded_total = 0
         self.finished = False
+        self.failed = False
         self.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False, write_checksum=False)
 
     # -- layout ---------------------------------------------------------------------------------------
@@ -330,8 +331,20 @@ class StreamEncoder:
     # -- writing --------------------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_usable()
+        try:
+            return self._write(data)
+        except BaseException:
+            self.failed = True  # a frame may be half written: never end this stream with a valid footer
+            raise
+
+    def _check_usable(self) -> None:
+        if self.failed:
+            raise ValueError("the .shz stream is incomplete after an earlier error")
         if self.finished:
             raise ValueError("write to a finished .shz stream")
+
+    def _write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         taken = 0
         while taken < len(view):
@@ -352,12 +365,17 @@ class StreamEncoder:
         """Code what is buffered, then write the end-of-stream marker and the footer."""
         if self.finished:
             return
-        if self.header is None:
-            self._start()
-        if self.buffer:
-            self._flush_frame()
-        footer = Footer(len(self.frames), self.raw_total, self.hasher.digest())
-        self._emit(footer.to_bytes())
+        self._check_usable()
+        try:
+            if self.header is None:
+                self._start()
+            if self.buffer:
+                self._flush_frame()
+            footer = Footer(len(self.frames), self.raw_total, self.hasher.digest())
+            self._emit(footer.to_bytes())
+        except BaseException:
+            self.failed = True
+            raise
         self.finished = True
 
     def _emit(self, data: bytes) -> None:

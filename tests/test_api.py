@@ -133,3 +133,21 @@ def test_reader_reports_errors_at_the_right_time():
     assert reader.read(4096) == DATA[:4096]  # good frames come out before the truncation is seen
     with pytest.raises(TruncatedError):
         reader.read()
+
+
+def test_writer_after_an_error_leaves_an_invalid_stream():
+    class FailingSink(io.BytesIO):
+        def write(self, data):
+            if len(data) > 1000:
+                raise OSError("disk full")
+            return super().write(data)
+
+    sink = FailingSink()
+    writer = shazip.open(sink, "wb", strategy="zstd", frame_size=2000)
+    with pytest.raises(OSError, match="disk full"):
+        writer.write(os.urandom(5000))
+    writer.close()  # no footer is added to a stream that lost a frame
+    with pytest.raises(shazip.ShazipError):
+        shazip.decompress(sink.getvalue())
+    with pytest.raises(ValueError):
+        writer.write(b"more")
