@@ -237,7 +237,6 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
         freqs[r, arg] += table_total - used
 
 
-@njit(**_opts)
 def gemm_int8(a, w, out) -> None:
     """out[r, o] = sum_c a[r, c] * w[o, c] with int8 operands and int32 sums (exact), for few lanes.
 
@@ -245,7 +244,7 @@ def gemm_int8(a, w, out) -> None:
     quarter of the bytes. The same integers as the float32 GEMM, so either may be used for any step.
     """
     k, depth = a.shape
-    for o in range(w.shape[0]):
+    for o in prange(w.shape[0]):
         wr = w[o]
         for r in range(k):
             ar = a[r]
@@ -256,6 +255,7 @@ def gemm_int8(a, w, out) -> None:
 
 
 KERNELS = (
+    "gemm_int8",
     "ln_two",
     "lstm_cell",
     "attention_inputs",

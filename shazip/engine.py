@@ -60,11 +60,9 @@ ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
 ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
-SMALL_GEMM_LANES = 4  # up to this many lanes, GEMMs run on int8 weights in numba (less memory traffic)
-PARALLEL_MIN_LANES = 8
-_PARALLEL_LOCK = (
-    threading.Lock()
-)  # below this, the numba kernels run serially (thread start-up would dominate)
+SMALL_GEMM_LANES = 8  # up to this many lanes, GEMMs run on int8 weights in numba (less memory traffic)
+PARALLEL_MIN_LANES = 8  # below this, the elementwise kernels run serially (thread start-up would dominate)
+_PARALLEL_LOCK = threading.Lock()  # numba's default (workqueue) threading layer is not re-entrant
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
 
@@ -259,40 +257,33 @@ class Engine:
                 self._step(state, torch.from_numpy(sym.astype(np.int64)).to(self.device), k)
 
     # ---- the step (numba kernels for the elementwise work, torch float32 GEMMs) ----
-    def _gemm(self, a: np.ndarray, name: str) -> np.ndarray:
+    def _gemm(self, a: np.ndarray, name: str, small) -> np.ndarray:  # noqa: ANN001 - kernels namespace
         """[k, K] int8 values (any dtype) times weight [N, K]^T -> [k, N] float32 holding exact integers."""
         if a.shape[0] <= SMALL_GEMM_LANES:
-            from shazip._kernels import gemm_int8
-
             w = self.n[name]
             out = np.empty((a.shape[0], w.shape[0]), dtype=np.float32)
-            gemm_int8(a.astype(np.int8), w, out)
+            small.gemm_int8(a.astype(np.int8), w, out)
             return out
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
-    def _kernels(self, k: int):  # noqa: ANN202 - a class used as a namespace of numba kernels
-        """Serial kernels, or kernels parallel over lanes when torch may use several threads."""
+    def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
+        """Kernels parallel over lanes (the small GEMM: over outputs) when torch may use several threads."""
         import numba
 
         from shazip import _kernels
 
         threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-        if threads < 2 or k < PARALLEL_MIN_LANES:
-            return _kernels.serial
-        if numba.get_num_threads() != threads:
-            numba.set_num_threads(threads)
-        return _kernels.parallel
+        if threads < 2:
+            self._step_kernels(_kernels.serial, _kernels.serial, st, x, k)
+            return
+        with _PARALLEL_LOCK:
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+            lanes = _kernels.parallel if k >= PARALLEL_MIN_LANES else _kernels.serial
+            self._step_kernels(lanes, _kernels.parallel, st, x, k)
 
-    def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
-        K = self._kernels(k)
-        if K.__name__ == "parallel":
-            # numba's default (workqueue) threading layer must not be entered from two threads at once
-            with _PARALLEL_LOCK:
-                self._step_kernels(K, st, x, k)
-        else:
-            self._step_kernels(K, st, x, k)
-
-    def _step_kernels(self, K, st: EngineState, x: np.ndarray, k: int) -> None:  # noqa: N803 - K: kernels
+    def _step_kernels(self, K, G, st: EngineState, x: np.ndarray, k: int) -> None:  # noqa: ANN001, N803
+        """K: the elementwise kernels, G: the kernels used for small GEMMs."""
         n, q, d = self.n, self.q, self.d
         out = None
         for i in range(self.cfg.n_blocks):
@@ -315,9 +306,9 @@ class Engine:
                     RES_MAX,
                     res,
                 )
-                acc_x = self._gemm(a8, p + "wih")
+                acc_x = self._gemm(a8, p + "wih", G)
             h8 = st.h8[i][:k].numpy()
-            acc_h = self._gemm(h8, p + "whh")
+            acc_h = self._gemm(h8, p + "whh", G)
             mid = np.empty((k, d), dtype=np.int32)
             K.lstm_cell(
                 acc_x,
@@ -357,7 +348,7 @@ class Engine:
                 )
                 q8 = np.empty((k, d), dtype=np.int32)
                 K.query(
-                    self._gemm(mid8, p + "wq"),
+                    self._gemm(mid8, p + "wq", G),
                     n[p + "qp_m"],
                     n[p + "qp_b"],
                     q[p + "qp_shift"],
@@ -396,7 +387,7 @@ class Engine:
             )
             out = np.empty((k, d), dtype=np.int32)
             K.boom(
-                self._gemm(xff8, p + "wup"),
+                self._gemm(xff8, p + "wup", G),
                 n[p + "u_m"],
                 n[p + "u_b"],
                 q[p + "u_shift"],
@@ -410,7 +401,7 @@ class Engine:
         fin8 = np.empty((k, d), dtype=np.float32)
         K.requant_int8(out, q["fin_m"], q["fin_b"], q["fin_shift"], fin8)
         K.frequencies(
-            self._gemm(fin8, "wout"),
+            self._gemm(fin8, "wout", G),
             n["logit_m"],
             n["logit_b"],
             q["logit_shift"],
