@@ -372,10 +372,12 @@ class Trainer:
         self.world = dist.get_world_size() if self.distributed else 1
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.is_main = self.rank == 0
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: one GPU per local process
         if options.device:
             self.device = torch.device(options.device)
+            if self.device.type == "cuda" and self.device.index is None:
+                self.device = torch.device("cuda", local_rank)
         elif torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
             self.device = torch.device("cuda", local_rank)
         else:
             self.device = torch.device("cpu")
