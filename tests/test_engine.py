@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shazip.engine import TABLE_TOTAL, Engine, EngineState
 
@@ -122,3 +124,23 @@ def test_symbol_types_agree(fixture_engine: Engine) -> None:
     fixture_engine.advance(c, np.array([120, 121, 122], dtype=np.int64))
     np.testing.assert_array_equal(fixture_engine.predict(a), fixture_engine.predict(b))
     np.testing.assert_array_equal(fixture_engine.predict(a), fixture_engine.predict(c))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.binary(min_size=6, max_size=60),
+    lanes=st.integers(1, 6),
+    cut=st.integers(1, 5),
+)
+def test_any_grouping_gives_the_same_tables(
+    fixture_engine: Engine, data: bytes, lanes: int, cut: int
+) -> None:
+    """Property: lanes advanced all together == the same lanes split into two groups at any point."""
+    steps = len(data) // lanes
+    seq = np.frombuffer(data[: steps * lanes], dtype=np.uint8).reshape(lanes, steps).T.copy()
+    together = run_tables(fixture_engine, seq)
+    cut = min(cut, lanes)
+    parts = [run_tables(fixture_engine, seq[:, :cut])]
+    if cut < lanes:
+        parts.append(run_tables(fixture_engine, seq[:, cut:]))
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), together)
