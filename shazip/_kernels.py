@@ -238,20 +238,35 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
 
 
 def gemm_int8(a, w, out) -> None:
-    """out[r, o] = sum_c a[r, c] * w[o, c] with int8 operands and int32 sums (exact), for few lanes.
+    """out[r, o] = sum_c a[r, c] * w[o, c]: int8 values (a held in float32, w stored as int8), for few lanes.
 
     With one to a few lanes the float32 GEMM is bound by reading float32 weights; int8 weights are a
-    quarter of the bytes. The same integers as the float32 GEMM, so either may be used for any step.
+    quarter of the bytes. Sums are accumulated in float32 in whatever order the compiler picks
+    (fastmath): every partial sum is an integer below K * 127 * 127 < 2**24, so each is exact and the
+    result is the same integer as any other summation order, the float32 GEMM's included.
     """
     k, depth = a.shape
     for o in prange(w.shape[0]):
         wr = w[o]
-        for r in range(k):
-            ar = a[r]
-            s = np.int32(0)
+        r = 0
+        while r + 4 <= k:  # four lanes per pass over the weight row
+            a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+            s0 = s1 = s2 = s3 = np.float32(0)
             for c in range(depth):
-                s += np.int32(ar[c]) * np.int32(wr[c])
+                wv = np.float32(wr[c])
+                s0 += a0[c] * wv
+                s1 += a1[c] * wv
+                s2 += a2[c] * wv
+                s3 += a3[c] * wv
+            out[r, o], out[r + 1, o], out[r + 2, o], out[r + 3, o] = s0, s1, s2, s3
+            r += 4
+        while r < k:
+            ar = a[r]
+            s = np.float32(0)
+            for c in range(depth):
+                s += ar[c] * np.float32(wr[c])
             out[r, o] = s
+            r += 1
 
 
 KERNELS = (
@@ -267,7 +282,12 @@ KERNELS = (
 )
 # Each kernel compiled twice: serial (few lanes or one thread) and over lanes in parallel (prange). Lanes
 # are independent and every row is computed by one thread in a fixed order, so both give the same integers.
-serial = type("serial", (), {name: staticmethod(njit(**_opts)(globals()[name])) for name in KERNELS})
-parallel = type(
-    "parallel", (), {name: staticmethod(njit(parallel=True, **_opts)(globals()[name])) for name in KERNELS}
-)
+_FASTMATH = {"gemm_int8"}  # exact whatever the summation order (see its docstring)
+
+
+def _compile(name: str, parallel: bool):  # noqa: ANN202
+    return staticmethod(njit(parallel=parallel, fastmath=name in _FASTMATH, **_opts)(globals()[name]))
+
+
+serial = type("serial", (), {name: _compile(name, False) for name in KERNELS})
+parallel = type("parallel", (), {name: _compile(name, True) for name in KERNELS})
