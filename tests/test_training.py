@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -437,3 +438,33 @@ def test_learning_rate_follows_the_window_length(tmp_path: Path) -> None:
         expected = learning_rate(cfg, step, trainer.epoch_progress()) * length / cfg.bptt
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
     assert len(lengths) > 3  # jittered
+
+
+def test_epochs_wrap_and_the_paper_schedule_ends(tmp_path: Path) -> None:
+    """Small data: the streams run out, the next epoch starts from a fresh state, and the paper schedule
+    (here 2 epochs at lr, then 1 at final_lr) stops by itself."""
+    sets = ["schedule=paper", "epochs=2", "final_epochs=1", "final_lr=1e-4", "warmup=2", "jitter=0", "bptt=4"]
+    sets += ["eval_steps=0", "log_steps=1000"]
+    model_cfg, cfg = apply_overrides(CONFIGS["tiny"], TRAIN_CONFIGS["tiny"], sets)
+    corpus = D.Corpus(  # 4 streams of 17 bytes: 16 inputs each, 4 windows of 4 per epoch
+        train=np.frombuffer(synthetic_text(4 * 17), dtype=np.uint8),
+        valid=np.frombuffer(synthetic_text(200, 3), dtype=np.uint8),
+        description="synthetic",
+    )
+    trainer = Trainer(model_cfg, cfg, corpus, RunOptions(out=tmp_path, quiet=True))
+    for _ in range(4):
+        trainer.train_step()
+    assert (trainer.epoch, trainer.position) == (0, 16)
+    # What the model (before this step's update) computes for the first window from a fresh state:
+    frozen = copy.deepcopy(trainer.model).eval()
+    with torch.no_grad():
+        _, fresh = frozen(trainer.batches.window(0, 4)[0])
+    trainer.train_step()  # the streams are used up: epoch 1 starts at position 0 with a fresh state
+    assert (trainer.epoch, trainer.position) == (1, 4)
+    assert torch.allclose(fresh.lstm[0][0], trainer.state.lstm[0][0], atol=1e-6)
+    assert trainer.state.memory.shape == fresh.memory.shape == (4, 4, 32)  # only this window's positions
+    assert torch.allclose(trainer.state.memory, fresh.memory, atol=1e-5)
+    summary = trainer.run()
+    assert summary["reason"] == "schedule finished" and trainer.epoch_progress() == 3.0
+    assert trainer.step == 12  # 3 epochs of 4 windows
+    assert learning_rate(cfg, 11, 2.75) == 1e-4 and learning_rate(cfg, 5, 1.25) == cfg.lr

@@ -90,7 +90,9 @@ def export_checkpoint(
         "steps": ck["step"],
         "bytes_seen": ck["bytes_seen"],
         "epochs": round(
-            ck["data_position"]["epoch"] + ck["data_position"]["position"] / ck["data_position"]["streams"], 4
+            ck["data_position"]["epoch"]
+            + ck["data_position"]["position"] / (ck["data_position"]["streams"] - 1),
+            4,
         ),
         "parameters": model.num_parameters(),
         "valid_bpb_float": ck.get("last_valid_bpb"),

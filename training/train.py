@@ -487,7 +487,7 @@ class Trainer:
     # -- the loop --
 
     def epoch_progress(self) -> float:
-        return self.epoch + self.position / self.batches.length
+        return self.epoch + self.position / (self.batches.length - 1)  # length - 1 inputs per stream
 
     def validate(self) -> float:
         bpb = evaluate(
