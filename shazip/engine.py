@@ -18,7 +18,14 @@ device:
   remainder goes to the first most probable symbol.
 
 Two implementations of the same formulas: this torch module (the reference; runs on CPU and CUDA) and
-the numba kernels in `shazip._kernels` (fast CPU path). Tests prove them bit-identical.
+the numba kernels in `shazip._kernels` (fast CPU path: GEMMs by torch for many lanes, by an int8-weight
+numba kernel for up to 16 lanes; everything else fused per block stage, parallel over lanes when torch
+has several threads). Tests prove them bit-identical.
+
+Speed notes: block 0's input GEMM depends only on the input byte, so it is computed once for all 256
+bytes at load time. Weights: int8, symmetric, one scale per output channel; activations entering a GEMM:
+int8 with per-tensor scales calibrated at export; residual-stream values: ints with a per-site scale
+(calibrated max -> 4096, clamp 32767); LSTM cell state Q15 in int32.
 
 Attention memory: each lane keeps a ring buffer of the last `memory + 1` int8 memory vectors (the
 attention block's LayerNorm'd input, the current position included) and a count of positions written.
