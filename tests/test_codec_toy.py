@@ -198,3 +198,24 @@ def test_wrong_model_is_refused_with_both_names():
 def test_lanes_chosen_from_input_size():
     small = scan(io.BytesIO(toy_compress(text(3 * MIN_LANE_BYTES + 5))))
     assert small.header.lanes == 3
+
+
+def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
+    """The spec lets a frame use lanes 0..k-1 of the header's B lanes (today's writer always uses B)."""
+    from shazip.codec import ModelCoder
+    from shazip.format import Footer, FrameHeader, StreamHeader, content_hasher, crc32
+
+    model = ToyModel()
+    coder = ModelCoder(model, 4, "cpu", None, model.factory)
+    frames = [markov(900, seed=1), markov(500, seed=2), markov(700, seed=3)]
+    parts = [StreamHeader(4, 1000, model.model_id, model.name).to_bytes()]
+    hasher = content_hasher()
+    for raw, lanes in zip(frames, [4, 2, 3], strict=True):
+        payload = coder.encode(raw, lanes)
+        parts += [
+            FrameHeader(Method.MODEL, len(raw), len(payload), crc32(raw), lanes, crc32(payload)).to_bytes()
+        ]
+        parts.append(payload)
+        hasher.update(raw)
+    parts.append(Footer(3, sum(map(len, frames)), hasher.digest()).to_bytes())
+    assert toy_decompress(b"".join(parts)) == b"".join(frames)
