@@ -162,8 +162,12 @@ class ModelCoder:
             import torch
 
             torch.set_num_threads(self.threads)
-        self.engine = self.engine_factory(self.model, device)
-        self.state = self.engine.new_state(self.lanes)
+        try:
+            self.engine = self.engine_factory(self.model, device)
+            self.state = self.engine.new_state(self.lanes)
+        except (RuntimeError, ValueError, AssertionError, ImportError) as e:  # e.g. no CUDA, bad device
+            self.engine = None
+            raise ModelError(f"cannot start the model on device {device!r}: {e}") from None
 
     def snapshot(self) -> Any:
         self._ensure_engine()
