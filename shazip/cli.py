@@ -508,18 +508,15 @@ def print_info(record: dict[str, Any], verbose: int) -> None:
     no_model = set(model["id"]) == {"0"}
     bpb = record["bits_per_byte"]
     ratio = record["ratio"]
+    by_method = ", ".join(f"{count} {method}" for method, count in sorted(record["methods"].items()))
+    methods = f" ({by_method})" if by_method else ""
     lines = [
         f"{record['file']}:",
         f"  model        {'(none: stored/zstd frames only)' if no_model else model['name']}",
         *([] if no_model else [f"  model id     {model['id']}"]),
         f"  format       .shz version {record['format_version']}, {record['lanes']} lanes, "
         f"frames of up to {record['frame_size']} bytes",
-        f"  frames       {record['frames']} "
-        + (
-            "(" + ", ".join(f"{count} {method}" for method, count in sorted(record["methods"].items())) + ")"
-            if record["methods"]
-            else ""
-        ),
+        f"  frames       {record['frames']}{methods}",
         f"  size         {record['raw_size']} -> {record['compressed_size']} bytes",
         f"  ratio        {ratio:.3f}" if ratio else "  ratio        -",
         f"  bits/byte    {bpb:.4f}" if bpb is not None else "  bits/byte    -",

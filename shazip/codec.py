@@ -435,6 +435,8 @@ class StreamEncoder:
         return best
 
     def _worth_the_model(self, raw_size: int, zstd_size: int) -> bool:
+        if raw_size <= 4:  # a model payload is whole 4-byte words and must be smaller than the frame
+            return False
         if self.strategy == "model" or raw_size < CHEAP_TEST_MIN_BYTES:
             return True
         return zstd_size < raw_size * (1 - INCOMPRESSIBLE_SAVING)
