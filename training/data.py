@@ -220,7 +220,7 @@ def load_train_valid(
         if valid_path is not None:
             valid_arr = load_corpus([valid_path])
         else:
-            if holdout_bytes <= 0 or holdout_bytes >= train_arr.size // 2:
+            if holdout_bytes <= 0 or holdout_bytes > train_arr.size // 2:
                 raise DataError(f"held-out tail of {holdout_bytes:,d} bytes does not fit {train_arr.size:,d}")
             train_arr, valid_arr = train_arr[:-holdout_bytes], train_arr[-holdout_bytes:]
             desc += f" (last {holdout_bytes:,d} bytes held out)"
