@@ -37,6 +37,16 @@ def fixed_point(m: np.ndarray | float, bits: int = MULTIPLIER_BITS) -> tuple[np.
     return np.round(arr * 2.0**shift).astype(np.int64), shift
 
 
+def bias_safe_shift(shift: int, bias_real: np.ndarray | float | None) -> int:
+    """Lower `shift` if needed so that bias * 2**shift stays far inside int64 (below 2**52)."""
+    if bias_real is None:
+        return shift
+    top = float(np.max(np.abs(np.asarray(bias_real, dtype=np.float64)), initial=0.0))
+    if top > 0.0:
+        shift = min(shift, 51 - math.floor(math.log2(top)))
+    return max(shift, 1)
+
+
 def quantise_rows(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output row: (int8 weights, float64 scales)."""
     w64 = w.detach().double().numpy()
@@ -152,7 +162,9 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
 
     def put_requant(name: str, m, bias_real=None, per_channel: bool = True) -> None:
         """(v * M + B) >> S for v in integer units; m the real multiplier; bias_real in output units."""
-        M, S = fixed_point(m)
+        _, S = fixed_point(m)
+        S = bias_safe_shift(S, bias_real)
+        M = np.round(np.asarray(m, dtype=np.float64) * 2.0**S).astype(np.int64)
         B = np.zeros_like(np.asarray(m, dtype=np.float64)) if bias_real is None else bias_real
         B = np.round(np.asarray(B, dtype=np.float64) * 2.0**S).astype(np.int64) + (1 << (S - 1))
         quant[name + "_shift"] = S
@@ -188,10 +200,11 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
         t[p + "wih"], t[p + "whh"] = wih, whh
         mx = sih * ls_scale * 2.0**E.GATE_Q
         mh = shh / E.INT8_MAX * 2.0**E.GATE_Q
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).double().numpy()
         _, zs = fixed_point(np.concatenate([mx, mh]))
+        zs = bias_safe_shift(zs, bias * 2.0**E.GATE_Q)
         t[p + "z_mx"] = np.round(mx * 2.0**zs).astype(np.int64)
         t[p + "z_mh"] = np.round(mh * 2.0**zs).astype(np.int64)
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).double().numpy()
         t[p + "z_b"] = np.round(bias * 2.0 ** (E.GATE_Q + zs)).astype(np.int64) + (1 << (zs - 1))
         quant[p + "z_shift"] = zs
         put_requant(p + "h", 1.0 / (2.0**30 * mid_scale), per_channel=False)

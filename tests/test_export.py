@@ -75,3 +75,11 @@ def test_fixed_point_multipliers() -> None:
     assert np.abs(m).max() < 1 << 22
     assert np.abs(m).max() >= 1 << 21  # the shift uses the bits available
     np.testing.assert_allclose(m / 2.0**s, [0.001234, -0.5, 3.0], rtol=0, atol=2.0**-s)
+
+
+def test_huge_biases_do_not_overflow() -> None:
+    from shazip.export import bias_safe_shift
+
+    assert bias_safe_shift(40, np.array([3.0e6])) <= 51 - 21
+    assert bias_safe_shift(40, None) == 40
+    assert bias_safe_shift(10, np.array([0.5])) == 10
