@@ -10,6 +10,7 @@ import lzma
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -340,7 +341,9 @@ def test_single_process_ddp_world(corpus_file: Path, tmp_path: Path, monkeypatch
 
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MASTER_PORT", str(29500 + np.random.default_rng().integers(0, 2000)))
+    with socket.socket() as probe:  # a free port for the process group's store
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
     try:
         rc = main(
             ["--config", "tiny", "--data", str(corpus_file), "--out", str(tmp_path), "--max-steps", "12"]
