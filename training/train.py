@@ -579,7 +579,7 @@ class Trainer:
             window_bits += bpb * t
             window_bytes += t
             window_steps += 1
-            if self.step % cfg.log_steps == 0:
+            if cfg.log_steps and self.step % cfg.log_steps == 0:
                 elapsed = time.time() - window_start
                 self.log(
                     {
