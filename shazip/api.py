@@ -6,6 +6,8 @@
     shazip.info(source)                       header, every frame header and the footer, no decoding
 
 `model` everywhere: None (the embedded default model), a path to a model file, or a loaded ModelFile.
+`device`: "auto" (a GPU if torch sees one), "cpu", "cuda", "cuda:N". `threads`: torch's CPU thread count
+(process-wide, as torch.set_num_threads). Files decode on any device and with any thread count.
 """
 
 from __future__ import annotations

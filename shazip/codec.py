@@ -19,6 +19,7 @@ import numpy as np
 import zstandard
 
 from shazip.format import (
+    FRAME_HEADER_SIZE,
     MAX_FRAME_SIZE,
     MAX_LANES,
     ChecksumError,
@@ -502,7 +503,7 @@ class StreamDecoder:
             hasher.update(raw)
             self.frames_read.append(block)
             self.raw_total += len(raw)
-            self.coded_total += len(payload) + len(block.to_bytes())
+            self.coded_total += FRAME_HEADER_SIZE + len(payload)
             if self.progress is not None:
                 self.progress(self.raw_total, self.coded_total)
             yield raw
