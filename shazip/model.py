@@ -163,7 +163,10 @@ class SHARNN(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.out_bias = nn.Parameter(torch.zeros(cfg.vocab_size))  # the output weight is the embedding
-        nn.init.normal_(self.embed.weight, std=0.1)
+        # Small: the output layer is this matrix too, and the LayerNorm'd residual stream starts out
+        # aligned with the current byte's embedding; a large init makes a fresh model predict "the same
+        # byte again" at ~30 bits/byte and spend its first ~150 steps unlearning it.
+        nn.init.normal_(self.embed.weight, std=0.02)
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> ModelState:
         d = self.cfg.d_model
