@@ -256,3 +256,53 @@ def test_pytest_bench_runs_end_to_end(tmp_path: Path) -> None:
     for name in expected_codecs:
         figures = report["total"]["codecs"][name]
         assert figures["compress_mb_per_s"] > 0 and figures["decompress_mb_per_s"] > 0
+
+
+FAKE_SLOW_CODEC_PLUGIN = """
+import json, os, zlib
+import pytest
+from bench.codecs import Codec
+from bench.harness import bench_run_key
+
+CALLS = {"compress": 0, "decompress": 0}
+
+def compress(data):
+    CALLS["compress"] += 1
+    return zlib.compress(data)
+
+def broken_decompress(blob):
+    CALLS["decompress"] += 1
+    return zlib.decompress(blob)[:-1]
+
+def pytest_sessionstart(session):
+    session.config.stash[bench_run_key].codecs = [Codec("fake-slow", compress, broken_decompress, slow=True)]
+
+def pytest_unconfigure(config):
+    with open(os.environ["FAKE_CALLS"], "w") as out:
+        json.dump(CALLS, out)
+"""
+
+
+@pytest.mark.parametrize("selection", ["fake-slow", "test_compress"])
+def test_a_slow_codecs_wrong_output_fails_whichever_test_checks_it(tmp_path: Path, selection: str) -> None:
+    """A slow codec (shazip) is decompressed once per file: its compression benchmark leaves the round-trip
+    check to the decompression benchmark when that one runs, and checks itself otherwise."""
+    (tmp_path / "fake_slow_codec.py").write_text(FAKE_SLOW_CODEC_PLUGIN)
+    folder = make_corpus(tmp_path / "corpus", {"tiny.txt": tiny_text(500)})
+    env = dict(os.environ, **{ENV_CORPUS: str(folder), "FAKE_CALLS": str(tmp_path / "calls.json")})
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
+    command = [
+        sys.executable, "-m", "pytest", "bench/test_codecs.py", "-q", "-p", "no:cacheprovider", "-p",
+        "fake_slow_codec", "--benchmark-only", "-k", selection, "-rA",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    calls = json.loads((tmp_path / "calls.json").read_text())
+    if selection == "fake-slow":  # both benchmarks: the decompression one catches the wrong output
+        assert "PASSED bench/test_codecs.py::test_compress[tiny.txt-fake-slow]" in output
+        assert "FAILED bench/test_codecs.py::test_decompress[tiny.txt-fake-slow]" in output
+    else:  # only the compression benchmark: it checks the round trip itself
+        assert "FAILED bench/test_codecs.py::test_compress[tiny.txt-fake-slow]" in output
+    assert "round trip failed" in output
+    assert calls == {"compress": 2, "decompress": 2}  # a 256-byte warm-up, then one call each
