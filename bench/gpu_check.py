@@ -136,7 +136,7 @@ def plan_for(device: str, quick: bool) -> Plan:
         device=device,
         quick=False,
         paper_config="enwik8",
-        calibration_bytes=8192,
+        calibration_bytes=4096,  # the export calibrates on CPU
         exact_lanes_default=(1, 7, 64, 256, 1024),
         exact_lanes_paper=(1, 3, 16),
         exact_steps_default=300,  # ~9x the default model's window: the ring buffer wraps many times
@@ -168,8 +168,9 @@ def plan_for(device: str, quick: bool) -> Plan:
 # Small helpers
 
 
-class PartTimeout(Exception):
-    """A part ran past its time box."""
+class PartTimeout(BaseException):
+    """A part ran past its time box. A BaseException (like KeyboardInterrupt), so that the `except
+    Exception` handlers that turn a failed step into a finding do not swallow it."""
 
 
 @contextlib.contextmanager
@@ -557,7 +558,8 @@ def roundtrip(label: str, model: Any, lanes: int, steps: int, device: str, hook:
 
 def part_exactness(ctx: Context) -> dict:
     plan = ctx.plan
-    out: dict[str, Any] = {"reference": None, "device_side": f"{plan.device} (torch)"}
+    out = ctx.partial  # filled as it goes: a part stopped by its time box still reports what it did
+    out.update(reference=None, device_side=f"{plan.device} (torch)")
     ok = True
     series = [("default", plan.exact_lanes_default, plan.exact_steps_default, plan.roundtrip_default)]
     if "paper" in ctx.models:
@@ -575,7 +577,8 @@ def part_exactness(ctx: Context) -> dict:
         )
         ref, dev = reference_engine(model), device_engine(model, plan.device)
         out["reference"] = f"cpu ({ref.backend})"
-        tables = []
+        tables: list[dict] = []
+        out[label] = {"tables": tables}
         for i, lanes in enumerate(lane_counts):
             if deadline.passed():
                 tables.append({"lanes": lanes, "skipped": "out of time"})
@@ -585,18 +588,15 @@ def part_exactness(ctx: Context) -> dict:
             ok &= r["equal"]
         compared = [t for t in tables if "equal" in t]
         ok &= bool(compared)
-        entry: dict[str, Any] = {"tables": tables}
+        entry = out[label]
         try:
             entry["roundtrip"] = roundtrip(
                 label, model, rt_lanes, rt_steps, plan.device, ctx.hooks.tamper_shz
             )
             ok &= entry["roundtrip"]["equal"]
-        except PartTimeout:
-            raise
         except Exception as e:
             entry["roundtrip"] = {"equal": False, "error": error_text(e)}
             ok = False
-        out[label] = entry
     out["tf32_after"] = tf32_flags()
     return {"status": "ok" if ok else "fail", **out}
 
@@ -694,11 +694,12 @@ def api_rates(model: Any, device: str, lanes: int, steps: int) -> dict:
 
 
 def speed_series(
-    label: str, model: Any, ctx: Context, lane_counts: tuple[int, ...], steps: int, deadline: Deadline
-) -> list:
+    model: Any, ctx: Context, lane_counts: tuple[int, ...], steps: int, deadline: Deadline, rows: list
+) -> None:
     """One row per lane count; the series stops after an out-of-memory error or a point that took too long."""
+    from shazip.format import MAX_LANES
+
     plan = ctx.plan
-    rows = []
     stop: str | None = None
     for lanes in lane_counts:
         if stop or deadline.passed():
@@ -712,18 +713,16 @@ def speed_series(
             step_s = row["step_ms"] / 1000
             fit = int(min(deadline.left(), plan.point_limit_s) / (4 * step_s + 1e-9))
             api_steps = min(steps, fit)
-            if api_steps < 8:
+            if lanes > MAX_LANES:
+                row["api"] = {"skipped": f"the format allows at most {MAX_LANES} lanes"}
+            elif api_steps < 8:
                 row["api"] = {"skipped": f"too slow for the time left ({row['step_ms']} ms per step)"}
             else:
                 row["api"] = api_rates(model, plan.device, lanes, api_steps)
-        except PartTimeout:
-            raise
         except Exception as e:
             row["error"] = error_text(e)
             if is_out_of_memory(e):
                 stop = f"out of memory at {lanes} lanes"
-            elif "lanes must be in" in str(e):
-                pass  # the format's lane limit: the next (bigger) points fail the same way in the API
         finally:
             free_device_memory(plan.device)
         if plan.device.startswith("cuda"):
@@ -735,12 +734,11 @@ def speed_series(
         if row["seconds"] > plan.point_limit_s * 1.5 and stop is None:
             stop = f"the {lanes}-lane point took {row['seconds']} s"
         rows.append(row)
-    return rows
 
 
 def part_throughput(ctx: Context) -> dict:
     plan = ctx.plan
-    out: dict[str, Any] = {}
+    out = ctx.partial
     total = ctx.deadline.left()
     series = [("default", plan.speed_lanes_default, plan.speed_steps_default)]
     if "paper" in ctx.models:
@@ -748,12 +746,11 @@ def part_throughput(ctx: Context) -> dict:
     for index, (label, lane_counts, steps) in enumerate(series):
         share = 0.4 if (index == 0 and len(series) > 1) else 1.0
         deadline = Deadline.after(min(ctx.deadline.left() - 3, total * share))
-        out[label] = speed_series(label, ctx.models[label], ctx, lane_counts, steps, deadline)
+        out[label] = []
+        speed_series(ctx.models[label], ctx, lane_counts, steps, deadline, out[label])
     lanes = min(max(plan.speed_lanes_default), 4096)
     try:
         out["coder"] = {"lanes": lanes, **coder_rate(ctx.models["default"], plan.device, lanes, 16)}
-    except PartTimeout:
-        raise
     except Exception as e:
         out["coder"] = {"lanes": lanes, "error": error_text(e)}
     rows = [r for label in ("default", "paper") for r in out.get(label, [])]
@@ -850,6 +847,7 @@ class Context:
     hooks: Hooks
     deadline: Deadline = field(default_factory=lambda: Deadline.after(0))
     models: dict[str, Any] = field(default_factory=dict)
+    partial: dict[str, Any] = field(default_factory=dict)  # the running part's results so far
 
 
 PART_FUNCTIONS: dict[str, Callable[[Context], dict]] = {
@@ -864,14 +862,16 @@ PART_FUNCTIONS: dict[str, Callable[[Context], dict]] = {
 
 def run_part(name: str, ctx: Context, budget: float) -> dict:
     ctx.deadline = Deadline.after(budget * 0.9)  # the soft deadline comes before the hard one
+    ctx.partial = {}
     started = time.perf_counter()
     try:
         with time_box(budget):
             result = PART_FUNCTIONS[name](ctx)
     except PartTimeout as e:
-        result = {"status": "timeout", "error": str(e)}
+        result = {**ctx.partial, "status": "timeout", "error": str(e)}
     except Exception as e:
-        result = {"status": "error", "error": error_text(e), "traceback": traceback.format_exc()[-2000:]}
+        result = {**ctx.partial, "status": "error", "error": error_text(e)}
+        result["traceback"] = traceback.format_exc()[-2000:]
     finally:
         with contextlib.suppress(Exception):
             free_device_memory(ctx.plan.device)

@@ -130,6 +130,7 @@ def test_a_failing_or_slow_part_does_not_stop_the_others(monkeypatch: pytest.Mon
         raise RuntimeError("broken on purpose")
 
     def endless(ctx: gc.Context) -> dict:
+        ctx.partial["rows"] = ["measured before the time box closed"]
         while True:
             time.sleep(0.01)
 
@@ -142,6 +143,7 @@ def test_a_failing_or_slow_part_does_not_stop_the_others(monkeypatch: pytest.Mon
     parts = summary["parts"]
     assert parts["models"]["status"] == "error" and "broken on purpose" in parts["models"]["error"]
     assert parts["training"]["status"] == "timeout" and parts["training"]["seconds"] < 5
+    assert parts["training"]["rows"] == ["measured before the time box closed"]  # partial results kept
     assert parts["environment"]["status"] == "ok"
     assert not summary["ok"]
     assert "models error: RuntimeError: broken on purpose" in gc.markdown(summary)
