@@ -801,7 +801,7 @@ def part_training(ctx: Context) -> dict:
     model_cfg = CONFIGS[plan.train_model_config]
     train_cfg = TRAIN_CONFIGS[plan.train_config]
     if plan.quick:
-        train_cfg = type(train_cfg)(**{**train_cfg.to_dict(), "batch": 2, "bptt": 16, "jitter": False})
+        train_cfg = dataclasses.replace(train_cfg, batch=2, bptt=16, jitter=False)
     need = train_cfg.batch * (train_cfg.bptt + 8) * (plan.train_steps + 2) * 2
     data = np.frombuffer(text_of_size(need), dtype=np.uint8)
     corpus = Corpus(train=data, valid=data[: 1 << 14], description="gpu_check: repo text")
