@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import math
@@ -214,6 +215,7 @@ class Deadline:
         return self.left() <= 0
 
 
+@functools.lru_cache(maxsize=1)
 def repo_text() -> bytes:
     """The repo's own docs and sources: text that travels with the repo (the corpus does not)."""
     parts = []
