@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # DESIGN.md section 4: busy-waiting collapses under load
 
@@ -25,7 +26,9 @@ from shazip.export import export_model  # noqa: E402
 from shazip.model import SHARNN  # noqa: E402
 from shazip.modelfile import ModelFile  # noqa: E402
 
-VALID = os.environ.get("SHAZIP_VALID", "/work/shared/corpus/valid/enwiki2015_plain_heldout.txt")
+# The shared corpus: $SHAZIP_CORPUS, else ../shared/corpus beside the checkout.
+CORPUS = Path(os.environ.get("SHAZIP_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+VALID = os.environ.get("SHAZIP_VALID", str(CORPUS / "valid" / "enwiki2015_plain_heldout.txt"))
 
 
 def sample_text(n: int) -> bytes:

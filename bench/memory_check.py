@@ -25,9 +25,8 @@ import numpy as np
 
 BLOCK = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
-TEXT_FILE = (
-    Path(os.environ.get("SHAZIP_CORPUS", "/work/shared/corpus")) / "valid/enwiki2015_plain_heldout.txt"
-)
+CORPUS = Path(os.environ.get("SHAZIP_CORPUS", REPO.parent / "shared" / "corpus"))
+TEXT_FILE = CORPUS / "valid" / "enwiki2015_plain_heldout.txt"
 
 
 def text_block(n: int, offset: int) -> bytes:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from shazip.engine import Engine, EngineState
+from tests.paths import VALID_TEXT
 
-VALID = "/work/shared/corpus/valid/enwiki2015_plain_heldout.txt"
+VALID = str(VALID_TEXT)
 
 
 def text_lanes(lanes: int, steps: int, offset: int) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import lzma
-import os
 import time
 from pathlib import Path
 
@@ -22,9 +21,10 @@ import torch.nn.functional as F
 from shazip.config import ModelConfig
 from shazip.export import export_model, float_bpb
 from shazip.model import SHARNN
+from tests.paths import CORPUS
 
 HERE = Path(__file__).resolve().parent
-CORPUS = Path(os.environ.get("SHAZIP_CORPUS", "/work/shared/corpus"))
+
 FIXTURE_CONFIG = ModelConfig(n_blocks=2, d_model=64, d_boom=256, memory=32, dropout=0.0)
 VALID_FILE = "valid/enwiki2015_plain_heldout.txt"
 

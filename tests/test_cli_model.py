@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-TEXT = Path("/work/shared/corpus/valid/enwiki2015_plain_heldout.txt")
+from tests.paths import VALID_TEXT
+
+TEXT = VALID_TEXT
 
 
 def sample_text(n: int) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,9 @@ from shazip.format import (
     ModelMismatchError,
     scan,
 )
+from tests.paths import VALID_TEXT
 
-TEXT = Path("/work/shared/corpus/valid/enwiki2015_plain_heldout.txt")
+TEXT = VALID_TEXT
 
 
 def sample_text(n: int, offset: int = 0) -> bytes:

@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shazip.engine import TABLE_TOTAL, Engine, EngineState
+from tests.paths import VALID_TEXT
 
-VALID = "/work/shared/corpus/valid/enwiki2015_plain_heldout.txt"
+VALID = str(VALID_TEXT)
 
 
 def text_lanes(lanes: int, steps: int, offset: int = 0) -> np.ndarray:

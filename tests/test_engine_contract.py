@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from shazip.engine import Engine, measure_bpb
+from tests.paths import VALID_TEXT
 
 from .engine_worker import digest, text_lanes
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT_FIXTURE = Path(__file__).resolve().parent / "data" / "fixture_float.pt"
-VALID = "/work/shared/corpus/valid/enwiki2015_plain_heldout.txt"
+VALID = str(VALID_TEXT)
 
 
 def worker_digest(model: Path, backend: str, threads: int, group: int) -> str:

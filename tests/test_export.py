@@ -13,8 +13,9 @@ from shazip.engine import Engine, measure_bpb
 from shazip.export import export_model, fixed_point, float_bpb
 from shazip.model import SHARNN
 from shazip.modelfile import ModelFile
+from tests.paths import VALID_TEXT
 
-VALID = "/work/shared/corpus/valid/enwiki2015_plain_heldout.txt"
+VALID = str(VALID_TEXT)
 
 
 @pytest.fixture(scope="module")
