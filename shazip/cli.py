@@ -311,7 +311,7 @@ def compress(
     threads: Threads = None,
     lanes: Annotated[
         int | None,
-        typer.Option("--lanes", min=1, max=4096, help="Lane count (default: from the input size)."),
+        typer.Option("--lanes", min=1, max=8192, help="Lane count (default: from the input size)."),
     ] = None,
     frame_size: Annotated[
         int | None,

@@ -26,7 +26,7 @@ MAGIC = b"\x89SHZ\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CR LF, ^Z and L
 TRAILING_MAGIC = b"\x89ZHS\n\x1a\n\r"  # the last 8 bytes of every complete .shz file
 FORMAT_VERSION = 1
 
-MAX_LANES = 4096
+MAX_LANES = 8192
 MAX_FRAME_SIZE = 64 * 1024 * 1024  # raw bytes per frame; also bounds every allocation a reader makes
 MAX_FRAMES = 2**32 - 1
 MAX_NAME_BYTES = 255
