@@ -99,7 +99,7 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
         checkpoint_steps=2000,
         checkpoint_minutes=15.0,
     ),
-    # The CPU default model (see docs/training.md for the measurements behind batch/bptt).
+    # The CPU default model (README, "Training models", for the measurements behind batch/bptt).
     # The CPU default model. Short windows with many streams: the attention memory (256) and the LSTM state
     # are carried across windows, so bptt 128 loses little context and gives ~2x the updates of 256. Set
     # total_steps to what the run can afford: hours * 3600 * bytes/s / (batch * bptt).
