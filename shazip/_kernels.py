@@ -144,41 +144,59 @@ def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
         _affine(n, g, b, INT8_MAX, q8[r])
 
 
-def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, out) -> None:
-    """Scores over the valid ring slots, exp-table softmax, weighted sum, value gate, residual."""
+def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narrow_sum, out) -> None:
+    """Scores over the valid ring slots, exp-table softmax, weighted sum, value gate, residual.
+
+    The loops are written so that LLVM vectorises them on narrow integers: each score is one int16 x int8
+    dot product whose sum is only kept as int32 (|sum| <= d * 127 * 127 < 2**31; LLVM then uses
+    multiply-add pairs, e.g. AVX2 vpmaddwd), and with `narrow_sum` (the engine checks that
+    slots * max(exp_lut) * 127 < 2**31) the weighted sum of int8 memory vectors is accumulated in int32
+    instead of int64. Both are exact, so the integers are those of the reference.
+    """
     k, d = q8.shape
     slots = ring.shape[1]
     for r in prange(k):
-        scores = np.empty(slots, dtype=np.int64)
+        scores = np.empty(slots, dtype=np.int32)
         weights = np.empty(slots, dtype=np.int32)
-        acc = np.empty(d, dtype=np.int64)
-        qrow = np.empty(d, dtype=np.int32)
+        qrow = np.empty(d, dtype=np.int16)
         valid = min(written[r], slots)
         for c in range(d):
             qrow[c] = q8[r, c]
-        top = np.int64(-(1 << 40))
         for j in range(valid):
             key = ring[r, j]
-            s = np.int32(0)
+            s = 0
             for c in range(d):
-                s += qrow[c] * np.int32(key[c])
-            scores[j] = s
-            if s > top:
-                top = s
+                s += qrow[c] * key[c]
+            scores[j] = s  # (only the low 32 bits are kept, and the sum fits: see the docstring)
+        top = np.int64(-(1 << 40))
+        for j in range(valid):
+            if scores[j] > top:
+                top = scores[j]
         total = np.int64(0)
         for j in range(valid):
             w = exp_lut[_clamp(((top - scores[j]) * am + ab) >> ash, 0, ATT_EXP_SIZE - 1)]
             weights[j] = w
             total += w
-        for c in range(d):
-            acc[c] = 0
-        for j in range(valid):
-            w = np.int64(weights[j])
-            if w == 0:
-                continue
-            key = ring[r, j]
+        acc = np.zeros(d, dtype=np.int64)
+        if narrow_sum:
+            acc32 = np.zeros(d, dtype=np.int32)
+            for j in range(valid):
+                w32 = weights[j]
+                if w32 == 0:
+                    continue
+                key = ring[r, j]
+                for c in range(d):
+                    acc32[c] += w32 * key[c]
             for c in range(d):
-                acc[c] += w * key[c]
+                acc[c] = acc32[c]
+        else:
+            for j in range(valid):
+                w = np.int64(weights[j])
+                if w == 0:
+                    continue
+                key = ring[r, j]
+                for c in range(d):
+                    acc[c] += w * key[c]
         for c in range(d):
             avg = (acc[c] << ATT_AVG_Q) // total
             out[r, c] = _clamp(np.int64(attres[r, c]) + ((avg * aom[c] + aob) >> aos), -RES_MAX, RES_MAX)

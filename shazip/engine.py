@@ -227,6 +227,14 @@ class Engine:
             # numba reads the stored (narrow) integer dtypes directly: small tables stay in cache.
             self.n = {k: np.ascontiguousarray(v) for k, v in self.model.tensors.items()}
             self.n["b0.wih_byte_table"] = self.t["b0.wih_byte_table"].numpy()
+            # The attention's weighted sum of int8 memory vectors fits int32 when every weight does and
+            # all slots together cannot reach 2**31 (the small config: 257 * 2**15 * 127 ~ 2**30).
+            slots = self.memory + 1
+            self._narrow_attention_sum = {
+                i: int(np.abs(self.n[f"b{i}.att_exp_lut"]).max()) * INT8_MAX * slots < 1 << 31
+                for i in range(self.cfg.n_blocks)
+                if f"b{i}.att_exp_lut" in self.n
+            }
 
     def _load_tensors(self) -> None:
         dev = self.device
@@ -394,6 +402,7 @@ class Engine:
                     q[p + "ao_b"],
                     q[p + "ao_shift"],
                     attres,
+                    self._narrow_attention_sum[i],
                     mid,
                 )
             xff8 = np.empty((k, d), dtype=np.float32)

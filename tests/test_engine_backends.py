@@ -28,3 +28,13 @@ def test_numba_equals_torch_on_binary_bytes(fixture_model_path: Path) -> None:
     fused = Engine(fixture_model_path, backend="numba")
     seq = np.random.default_rng(7).integers(0, 256, size=(80, 8), dtype=np.uint8)
     np.testing.assert_array_equal(run_tables(fused, seq), run_tables(reference, seq))
+
+
+def test_attention_sum_int64_fallback_equals_int32(fixture_model_path: Path) -> None:
+    # The fixture's window allows the int32 weighted sum; the int64 loop (large windows) must agree.
+    narrow = Engine(fixture_model_path, backend="numba")
+    wide = Engine(fixture_model_path, backend="numba")
+    assert all(narrow._narrow_attention_sum.values())
+    wide._narrow_attention_sum = dict.fromkeys(wide._narrow_attention_sum, False)
+    seq = text_lanes(9, 2 * narrow.cfg.memory, offset=70000)
+    np.testing.assert_array_equal(run_tables(wide, seq), run_tables(narrow, seq))
