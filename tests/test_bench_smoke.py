@@ -29,9 +29,10 @@ from bench.corpus import (
 )
 from bench.harness import BenchRun, call_once
 from bench.report import COMPRESS, DECOMPRESS, Measurement, Summary
+from tests.paths import CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CANTERBURY = REPO.parent / "shared" / "corpus" / "bench" / "canterbury"
+SHARED_CANTERBURY = CORPUS / "bench" / "canterbury"
 
 
 def tiny_text(size: int = 3000) -> bytes:
