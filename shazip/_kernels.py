@@ -14,7 +14,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # The constants of shazip.engine (duplicated as literals so numba can fold them; engine asserts equality).
 GATE_Q = 10
@@ -287,8 +291,136 @@ def gemm_int8(a, w, out) -> None:
             r += 1
 
 
+# ---- the int16 GEMM (many lanes) ----
+#
+# out[r, o] = sum_c a[r, c] * w[o, c] with int8-valued int16 operands and int32 sums: exact whatever the
+# order (|sum| <= K * 127 * 127 < 2**31 for any K the engine accepts). Pairs of products are formed by
+# multiply-add-pairs (AVX2 `vpmaddwd`: 16 int16 products summed pairwise into 8 int32 per instruction,
+# twice the multiply-adds of a float32 FMA), which LLVM does not pick by itself for a GEMM, hence the
+# small hand-written LLVM micro-kernel below.
+#
+# Layout (BLIS-style broadcast, no horizontal sums): the weight is packed as [N/16, K/2, 16, 2]: for each
+# block of 16 outputs and each pair of inputs (c, c+1), 16 outputs x 2 inputs are 64 contiguous bytes.
+# A micro-kernel call computes GEMM_ROWS lanes x 16 outputs: per input pair it broadcasts a lane's
+# (a[r, c], a[r, c+1]) to all 8 int32 slots and multiply-adds it with the two 16-value weight vectors into
+# 2 * GEMM_ROWS int32 accumulator vectors (12 + 2 + 1 of the 16 AVX2 registers).
+GEMM_COLS = 16
+GEMM_ROWS = 6
+HAVE_AVX2 = "+avx2" in llvm_binding.get_host_cpu_features().flatten()
+
+
+def pack_weight(w: np.ndarray) -> np.ndarray:
+    """[N, K] int8 weight -> [N/16, K/2, 16, 2] int16 (the GEMM's layout); needs gemm_int16_fits."""
+    n, depth = w.shape
+    pairs = w.astype(np.int16).reshape(n // GEMM_COLS, GEMM_COLS, depth // 2, 2)
+    return np.ascontiguousarray(pairs.transpose(0, 2, 1, 3))
+
+
+def gemm_int16_fits(n: int, depth: int) -> bool:
+    return n % GEMM_COLS == 0 and depth % 2 == 0 and depth * INT8_MAX * INT8_MAX < 1 << 31
+
+
+def _micro_kernel(rows: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
+    """An intrinsic kernel(a, wp, out, r, block): out[r : r + rows, 16 * block : 16 * block + 16]."""
+
+    @intrinsic
+    def kernel(typingctx, a, wp, out, r, block):  # noqa: ANN001, ANN202, ARG001
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+            a_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            w_arr = context.make_array(signature.args[1])(context, builder, args[1])
+            o_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            row, blk = args[3], args[4]
+            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            v16x16, v8x32, v16x32 = ir.VectorType(i16, 16), ir.VectorType(i32, 8), ir.VectorType(i32, 16)
+            depth = cgutils.unpack_tuple(builder, a_arr.shape, 2)[1]
+            n_out = cgutils.unpack_tuple(builder, o_arr.shape, 2)[1]
+            a_ptr = builder.bitcast(a_arr.data, i16.as_pointer())
+            w_ptr = builder.bitcast(w_arr.data, i16.as_pointer())
+            o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
+
+            def const(v: int) -> ir.Constant:
+                return ir.Constant(i64, v)
+
+            if use_avx2:
+                pmadd = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(v8x32, [v16x16, v16x16]), "llvm.x86.avx2.pmadd.wd"
+                )
+
+                def madd_pairs(x: ir.Value, y: ir.Value) -> ir.Value:
+                    return builder.call(pmadd, [x, y])
+            else:  # the same arithmetic in plain LLVM vector operations (any CPU)
+                even = ir.Constant(v8x32, list(range(0, 16, 2)))
+                odd = ir.Constant(v8x32, list(range(1, 16, 2)))
+
+                def madd_pairs(x: ir.Value, y: ir.Value) -> ir.Value:
+                    p = builder.mul(builder.sext(x, v16x32), builder.sext(y, v16x32))
+                    return builder.add(builder.shuffle_vector(p, p, even), builder.shuffle_vector(p, p, odd))
+
+            acc = [
+                [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(2)]
+                for _ in range(rows)
+            ]
+            a_rows = [builder.mul(builder.add(row, const(i)), depth) for i in range(rows)]
+            w_block = builder.mul(blk, builder.mul(depth, const(GEMM_COLS)))
+            with cgutils.for_range(builder, builder.udiv(depth, const(2))) as loop:
+                pair = loop.index
+                w_at = builder.add(w_block, builder.mul(pair, const(2 * GEMM_COLS)))
+                ws = [
+                    builder.load(
+                        builder.bitcast(
+                            builder.gep(w_ptr, [builder.add(w_at, const(16 * j))]), v16x16.as_pointer()
+                        ),
+                        align=2,
+                    )
+                    for j in range(2)
+                ]
+                for i in range(rows):
+                    a_at = builder.gep(a_ptr, [builder.add(a_rows[i], builder.mul(pair, const(2)))])
+                    both = builder.load(builder.bitcast(a_at, i32.as_pointer()), align=2)
+                    splat = builder.insert_element(
+                        ir.Constant(v8x32, ir.Undefined), both, ir.Constant(i32, 0)
+                    )
+                    x = builder.bitcast(
+                        builder.shuffle_vector(splat, splat, ir.Constant(v8x32, [0] * 8)), v16x16
+                    )
+                    for j in range(2):
+                        builder.store(builder.add(builder.load(acc[i][j]), madd_pairs(x, ws[j])), acc[i][j])
+            for i in range(rows):
+                for j in range(2):
+                    col = builder.add(builder.mul(blk, const(GEMM_COLS)), const(8 * j))
+                    at = builder.add(builder.mul(builder.add(row, const(i)), n_out), col)
+                    dest = builder.bitcast(builder.gep(o_ptr, [at]), v8x32.as_pointer())
+                    builder.store(builder.load(acc[i][j]), dest, align=4)
+            return context.get_dummy_value()
+
+        return types.void(a, wp, out, r, block), codegen
+
+    return kernel
+
+
+_gemm_rows = _micro_kernel(GEMM_ROWS, HAVE_AVX2)
+_gemm_row = _micro_kernel(1, HAVE_AVX2)
+
+
+def gemm_int16(a, wp, out) -> None:
+    """out [k, N] int32 = a [k, K] int16 (int8 values, C order) times the packed weight wp (pack_weight).
+
+    Parallel over blocks of 16 outputs; each output is summed by one micro-kernel call.
+    """
+    k = a.shape[0]
+    for block in prange(wp.shape[0]):
+        r = 0
+        while r + GEMM_ROWS <= k:
+            _gemm_rows(a, wp, out, r, block)
+            r += GEMM_ROWS
+        while r < k:
+            _gemm_row(a, wp, out, r, block)
+            r += 1
+
+
 KERNELS = (
     "gemm_int8",
+    "gemm_int16",
     "ln_two",
     "lstm_cell",
     "attention_inputs",

@@ -67,7 +67,8 @@ ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
 ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
-SMALL_GEMM_LANES = 16  # up to this many lanes, GEMMs run on int8 weights in numba (measured faster)
+SMALL_GEMM_LANES = 16  # up to this many lanes, GEMMs run on int8 weights in float32 (measured faster);
+# above, on int16 multiply-add pairs (see _kernels.gemm_int16)
 PARALLEL_MIN_LANES = 8  # below this, the elementwise kernels run serially (thread start-up would dominate)
 _PARALLEL_LOCK = threading.Lock()  # numba's default (workqueue) threading layer is not re-entrant
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
@@ -227,6 +228,15 @@ class Engine:
             # numba reads the stored (narrow) integer dtypes directly: small tables stay in cache.
             self.n = {k: np.ascontiguousarray(v) for k, v in self.model.tensors.items()}
             self.n["b0.wih_byte_table"] = self.t["b0.wih_byte_table"].numpy()
+            from shazip import _kernels
+
+            self.packed = {  # weights in the int16 GEMM's layout (b0.wih is replaced by its byte table)
+                name: _kernels.pack_weight(w)
+                for name, w in self.n.items()
+                if name.rsplit(".", 1)[-1] in GEMM_WEIGHTS
+                and name != "b0.wih"
+                and _kernels.gemm_int16_fits(*w.shape)
+            }
             # The attention's weighted sum of int8 memory vectors fits int32 when every weight does and
             # all slots together cannot reach 2**31 (the small config: 257 * 2**15 * 127 ~ 2**30).
             slots = self.memory + 1
@@ -289,12 +299,22 @@ class Engine:
                 self._step(state, torch.from_numpy(sym.astype(np.int64)).to(self.device), k)
 
     # ---- the step (numba kernels for the elementwise work, torch float32 GEMMs) ----
-    def _gemm(self, a: np.ndarray, name: str, small) -> np.ndarray:  # noqa: ANN001 - kernels namespace
-        """[k, K] int8 values (any dtype) times weight [N, K]^T -> [k, N] float32 holding exact integers."""
+    def _gemm(self, a: np.ndarray, name: str, G) -> np.ndarray:  # noqa: ANN001, N803 - kernels namespace
+        """[k, K] int8 values times weight [N, K]^T -> [k, N] exact integers (float32 or int32 array).
+
+        Up to SMALL_GEMM_LANES lanes: float32 sums on int8 weights (bound by reading the weights); more
+        lanes: the int16 multiply-add-pairs kernel on packed weights (about twice the float32 GEMM's
+        speed, measured on AVX2); weights it cannot take (shapes): torch's float32 GEMM.
+        """
         if a.shape[0] <= SMALL_GEMM_LANES:
             w = self.n[name]
             out = np.empty((a.shape[0], w.shape[0]), dtype=np.float32)
-            small.gemm_int8(a.astype(np.float32, copy=False), w, out)
+            G.gemm_int8(a.astype(np.float32, copy=False), w, out)
+            return out
+        packed = self.packed.get(name)
+        if packed is not None:
+            out = np.empty((a.shape[0], packed.shape[0] * packed.shape[2]), dtype=np.int32)
+            G.gemm_int16(np.ascontiguousarray(a, dtype=np.int16), packed, out)
             return out
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
@@ -317,6 +337,7 @@ class Engine:
     def _step_kernels(self, K, G, st: EngineState, x: np.ndarray, k: int) -> None:  # noqa: ANN001, N803
         """K: the elementwise kernels, G: the kernels used for small GEMMs."""
         n, q, d = self.n, self.q, self.d
+        act = np.float32 if k <= SMALL_GEMM_LANES else np.int16  # GEMM inputs: the dtype _gemm takes
         views = st.numpy_views()
         out = None
         for i in range(self.cfg.n_blocks):
@@ -325,7 +346,7 @@ class Engine:
                 acc_x = n[p + "wih_byte_table"][x]
                 res = n[p + "startres_table"][x]
             else:
-                a8 = np.empty((k, d), dtype=np.float32)
+                a8 = np.empty((k, d), dtype=act)
                 res = np.empty((k, d), dtype=np.int32)
                 K.ln_two(
                     out,
@@ -361,7 +382,7 @@ class Engine:
                 mid,
             )
             if i == self.attn_index:
-                mid8 = np.empty((k, d), dtype=np.float32)
+                mid8 = np.empty((k, d), dtype=act)
                 attres = np.empty((k, d), dtype=np.int32)
                 ring = views["ring"][:k]
                 written = views["written"][:k]
@@ -405,7 +426,7 @@ class Engine:
                     self._narrow_attention_sum[i],
                     mid,
                 )
-            xff8 = np.empty((k, d), dtype=np.float32)
+            xff8 = np.empty((k, d), dtype=act)
             ffres = np.empty((k, d), dtype=np.int32)
             K.ln_two(
                 mid,
@@ -432,7 +453,7 @@ class Engine:
                 q[p + "boom_shift"],
                 out,
             )
-        fin8 = np.empty((k, d), dtype=np.float32)
+        fin8 = np.empty((k, d), dtype=act)
         K.requant_int8(out, q["fin_m"], q["fin_b"], q["fin_shift"], fin8)
         K.frequencies(
             self._gemm(fin8, "wout", G),

@@ -1,0 +1,76 @@
+"""The int16 multiply-add-pairs GEMM of the numba backend is exact: equal to an int64 reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from numba import njit, prange  # noqa: E402
+
+from shazip import _kernels  # noqa: E402
+
+SHAPES = [(64, 256, 1024), (7, 32, 128), (13, 256, 256), (1, 64, 16), (6, 1024, 32)]
+
+# The same loop as _kernels.gemm_int16 on micro-kernels in plain LLVM vector code (what a CPU without
+# AVX2 runs), so that path is checked on this machine too.
+_portable_rows = _kernels._micro_kernel(_kernels.GEMM_ROWS, use_avx2=False)
+_portable_row = _kernels._micro_kernel(1, use_avx2=False)
+
+
+@njit(parallel=True)
+def gemm_int16_portable(a, wp, out) -> None:  # noqa: ANN001
+    k = a.shape[0]
+    for block in prange(wp.shape[0]):
+        r = 0
+        while r + _kernels.GEMM_ROWS <= k:
+            _portable_rows(a, wp, out, r, block)
+            r += _kernels.GEMM_ROWS
+        while r < k:
+            _portable_row(a, wp, out, r, block)
+            r += 1
+
+
+def operands(kind: str, k: int, depth: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        return rng.integers(-127, 128, (k, depth)), rng.integers(-127, 128, (n, depth))
+    if kind == "extreme_same_sign":  # the largest sums: every product +127 * 127 (or all -127 * 127)
+        return np.full((k, depth), 127), np.full((n, depth), 127)
+    # extreme mixed: +-127 everywhere, random signs, rows of all -127
+    a = np.where(rng.random((k, depth)) < 0.5, 127, -127)
+    a[0] = -127
+    w = np.where(rng.random((n, depth)) < 0.5, 127, -127)
+    w[-1] = -127
+    return a, w
+
+
+@pytest.mark.parametrize("kind", ["random", "extreme_same_sign", "extreme_mixed"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gemm_int16_equals_int64_reference(kind: str, shape: tuple[int, int, int]) -> None:
+    k, depth, n = shape
+    assert _kernels.gemm_int16_fits(n, depth)
+    a, w = operands(kind, k, depth, n, seed=k + depth + n)
+    expected = a.astype(np.int64) @ w.astype(np.int64).T
+    a16 = np.ascontiguousarray(a.astype(np.int16))
+    packed = _kernels.pack_weight(w.astype(np.int8))
+    for gemm in (_kernels.serial.gemm_int16, _kernels.parallel.gemm_int16, gemm_int16_portable):
+        out = np.full((k, n), 12345, dtype=np.int32)
+        gemm(a16, packed, out)
+        np.testing.assert_array_equal(out.astype(np.int64), expected)
+
+
+def test_gemm_int16_extreme_sum_reaches_the_int32_range() -> None:
+    # K = 1024 same-sign +-127: |sum| = 1024 * 127**2 = 16,516,096 in both signs
+    a = np.full((6, 1024), 127, dtype=np.int16)
+    w = np.stack([np.full(1024, 127), np.full(1024, -127)] * 8).astype(np.int8)
+    out = np.zeros((6, 16), dtype=np.int32)
+    _kernels.serial.gemm_int16(a, _kernels.pack_weight(w), out)
+    assert (out[:, 0::2] == 1024 * 127 * 127).all() and (out[:, 1::2] == -1024 * 127 * 127).all()
+
+
+def test_gemm_int16_fits() -> None:
+    assert _kernels.gemm_int16_fits(1024, 256)
+    assert not _kernels.gemm_int16_fits(1000, 256)  # outputs not a multiple of 16
+    assert not _kernels.gemm_int16_fits(1024, 255)  # odd depth
