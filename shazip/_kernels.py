@@ -148,6 +148,49 @@ def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
         _affine(n, g, b, INT8_MAX, q8[r])
 
 
+def _weighted_sum_kernel(vectors: int):  # noqa: ANN202 - a numba intrinsic
+    """An intrinsic kernel(ring, r, weights, valid, c0, out): out[c0 : c0 + 8 * vectors] (int32) =
+    sum over j < valid of weights[j] * ring[r, j, c0 : ...], with the 8 * vectors int32 sums held in
+    registers across all positions (numba's loop would load and store them for every position)."""
+
+    @intrinsic
+    def kernel(typingctx, ring, r, weights, valid, c0, out):  # noqa: ANN001, ANN202, ARG001
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+            ring_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            w_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            o_arr = context.make_array(signature.args[5])(context, builder, args[5])
+            lane, count, col = args[1], args[3], args[4]
+            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            v8x8, v8x32 = ir.VectorType(i8, 8), ir.VectorType(i32, 8)
+            _, slots, d = cgutils.unpack_tuple(builder, ring_arr.shape, 3)
+            base = builder.add(builder.mul(builder.mul(lane, slots), d), col)
+            ring_ptr = builder.bitcast(ring_arr.data, i8.as_pointer())
+            w_ptr = builder.bitcast(w_arr.data, i32.as_pointer())
+            o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(vectors)]
+            with cgutils.for_range(builder, count) as loop:
+                w = builder.load(builder.gep(w_ptr, [loop.index]))
+                splat = builder.insert_element(ir.Constant(v8x32, ir.Undefined), w, ir.Constant(i32, 0))
+                splat = builder.shuffle_vector(splat, splat, ir.Constant(v8x32, [0] * 8))
+                row = builder.add(base, builder.mul(loop.index, d))
+                for v in range(vectors):
+                    at = builder.gep(ring_ptr, [builder.add(row, ir.Constant(i64, 8 * v))])
+                    key = builder.sext(builder.load(builder.bitcast(at, v8x8.as_pointer()), align=1), v8x32)
+                    builder.store(builder.add(builder.load(acc[v]), builder.mul(key, splat)), acc[v])
+            for v in range(vectors):
+                at = builder.gep(o_ptr, [builder.add(col, ir.Constant(i64, 8 * v))])
+                builder.store(builder.load(acc[v]), builder.bitcast(at, v8x32.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return types.void(ring, r, weights, valid, c0, out), codegen
+
+    return kernel
+
+
+_weighted_sum_64 = _weighted_sum_kernel(8)  # 64 columns: 8 of the 16 AVX2 registers
+_weighted_sum_8 = _weighted_sum_kernel(1)
+
+
 def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narrow_sum, out) -> None:
     """Scores over the valid ring slots, exp-table softmax, weighted sum, value gate, residual.
 
@@ -184,13 +227,17 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
         acc = np.zeros(d, dtype=np.int64)
         if narrow_sum:
             acc32 = np.zeros(d, dtype=np.int32)
+            c0 = 0
+            while c0 + 64 <= d:
+                _weighted_sum_64(ring, r, weights, valid, c0, acc32)
+                c0 += 64
+            while c0 + 8 <= d:
+                _weighted_sum_8(ring, r, weights, valid, c0, acc32)
+                c0 += 8
             for j in range(valid):
-                w32 = weights[j]
-                if w32 == 0:
-                    continue
                 key = ring[r, j]
-                for c in range(d):
-                    acc32[c] += w32 * key[c]
+                for c in range(c0, d):
+                    acc32[c] += weights[j] * key[c]
             for c in range(d):
                 acc[c] = acc32[c]
         else:

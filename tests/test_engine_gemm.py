@@ -74,3 +74,21 @@ def test_gemm_int16_fits() -> None:
     assert _kernels.gemm_int16_fits(1024, 256)
     assert not _kernels.gemm_int16_fits(1000, 256)  # outputs not a multiple of 16
     assert not _kernels.gemm_int16_fits(1024, 255)  # odd depth
+
+
+@pytest.mark.parametrize("d", [75, 40, 256])
+def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
+    # d = 75: one 64-column block, one 8-column block and 3 leftover columns; ring not full for lane 1
+    rng = np.random.default_rng(d)
+    k, slots = 3, 33
+    q8 = rng.integers(-127, 128, (k, d)).astype(np.int16)
+    ring = rng.choice(np.array([-127, 127, 0, 5], dtype=np.int8), size=(k, slots, d))
+    written = np.array([100, 7, 33])
+    lut = (32768 * np.exp(-np.arange(16 << 8) / 256)).astype(np.int32)
+    aom = rng.integers(1, 1 << 16, d).astype(np.int64)
+    attres = rng.integers(-1000, 1000, (k, d)).astype(np.int32)
+    args = (q8, ring, written, 1 << 20, 0, 28, lut, aom, 1 << 19, 20, attres)
+    narrow, wide = np.empty((k, d), np.int32), np.empty((k, d), np.int32)
+    _kernels.serial.attend(*args, True, narrow)
+    _kernels.serial.attend(*args, False, wide)
+    np.testing.assert_array_equal(narrow, wide)
