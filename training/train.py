@@ -678,6 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-bytes", type=int, help="train on the first N bytes of the data only")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoint.pt, log.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="start a new run from the weights of a checkpoint or weights file (python -m training.weights);"
+        " fresh optimiser and schedule, the architecture comes from the file",
+    )
     p.add_argument("--max-steps", type=int, help="stop at this (total) step count")
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes of this invocation")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -717,6 +723,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("model settings cannot change on --resume")
         elif ck_path.exists():
             raise ValueError(f"{ck_path} exists: pass --resume to continue it, or choose another --out")
+        elif args.init_from:
+            initial = load_checkpoint(args.init_from)
+            model_cfg = ModelConfig.from_dict(initial["config"])
+            model_cfg2, train_cfg = apply_overrides(model_cfg, TRAIN_CONFIGS[args.config], args.overrides)
+            if model_cfg2 != model_cfg:
+                raise ValueError("model settings cannot change with --init-from (they come from the file)")
         else:
             model_cfg, train_cfg = apply_overrides(
                 CONFIGS[args.config], TRAIN_CONFIGS[args.config], args.overrides
@@ -734,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
         )
         trainer = Trainer(model_cfg, train_cfg, corpus, options, checkpoint)
+        if checkpoint is None and args.init_from:
+            trainer.model.load_state_dict(initial["model"])
+            trainer.bytes_seen = initial.get("bytes_seen", 0)  # the model's total, for its card
     except (ValueError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
