@@ -37,7 +37,9 @@ position instead of two.
 from __future__ import annotations
 
 import copy
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +72,7 @@ LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), value
 SMALL_GEMM_LANES = 16  # up to this many lanes, GEMMs run on int8 weights in float32 (measured faster);
 # above, on int16 multiply-add pairs (see _kernels.gemm_int16)
 PARALLEL_MIN_LANES = 8  # below this, the elementwise kernels run serially (thread start-up would dominate)
+SPLIT_MIN_LANES = 32  # from here on, several threads step separate groups of lanes (see _step_numba)
 _PARALLEL_LOCK = threading.Lock()  # numba's default (workqueue) threading layer is not re-entrant
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
@@ -319,24 +322,43 @@ class Engine:
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
-        """Kernels parallel over lanes (the small GEMM: over outputs) when torch may use several threads."""
+        """With several threads (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into
+        one group per thread, each stepped by serial kernels on its own thread (numba kernels release the
+        GIL); below, the kernels themselves run parallel over lanes (the small GEMM: over outputs)."""
         import numba
 
         from shazip import _kernels
 
-        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
         if threads < 2:
-            self._step_kernels(_kernels.serial, _kernels.serial, st, x, k)
+            self._step_kernels(_kernels.serial, _kernels.serial, st, x, 0, k)
+            return
+        if k >= SPLIT_MIN_LANES:
+            # One hand-over per step instead of one per kernel: a woken thread may wait for a core held
+            # by another process (DESIGN.md section 4), and this way it does so once. Each lane is still
+            # computed by the same integer formulas, so tables do not depend on the split.
+            groups = min(threads, k // (SPLIT_MIN_LANES // 2))
+            cuts = [k * g // groups for g in range(groups + 1)]
+            pool = _step_pool(groups - 1)
+            S = _kernels.serial  # noqa: N806
+            others = [
+                pool.submit(self._step_kernels, S, S, st, x, cuts[g], cuts[g + 1]) for g in range(1, groups)
+            ]
+            self._step_kernels(S, S, st, x, cuts[0], cuts[1])
+            for f in others:
+                f.result()
             return
         with _PARALLEL_LOCK:
             if numba.get_num_threads() != threads:
                 numba.set_num_threads(threads)
             lanes = _kernels.parallel if k >= PARALLEL_MIN_LANES else _kernels.serial
-            self._step_kernels(lanes, _kernels.parallel, st, x, k)
+            self._step_kernels(lanes, _kernels.parallel, st, x, 0, k)
 
-    def _step_kernels(self, K, G, st: EngineState, x: np.ndarray, k: int) -> None:  # noqa: ANN001, N803
-        """K: the elementwise kernels, G: the kernels used for small GEMMs."""
+    def _step_kernels(self, K, G, st: EngineState, x: np.ndarray, lo: int, hi: int) -> None:  # noqa: ANN001, N803
+        """Lanes lo..hi-1 consume x[lo:hi]. K: the elementwise kernels, G: the GEMM kernels."""
         n, q, d = self.n, self.q, self.d
+        k = hi - lo
+        x = x[lo:hi]
         act = np.float32 if k <= SMALL_GEMM_LANES else np.int16  # GEMM inputs: the dtype _gemm takes
         views = st.numpy_views()
         out = None
@@ -361,7 +383,7 @@ class Engine:
                     res,
                 )
                 acc_x = self._gemm(a8, p + "wih", G)
-            h8 = views["h8"][i][:k]
+            h8 = views["h8"][i][lo:hi]
             acc_h = self._gemm(h8, p + "whh", G)
             mid = np.empty((k, d), dtype=np.int32)
             K.lstm_cell(
@@ -373,7 +395,7 @@ class Engine:
                 q[p + "z_shift"],
                 n["sigmoid_lut"],
                 n["tanh_lut"],
-                views["cell"][i][:k],
+                views["cell"][i][lo:hi],
                 h8,
                 res,
                 q[p + "h_m"],
@@ -384,8 +406,8 @@ class Engine:
             if i == self.attn_index:
                 mid8 = np.empty((k, d), dtype=act)
                 attres = np.empty((k, d), dtype=np.int32)
-                ring = views["ring"][:k]
-                written = views["written"][:k]
+                ring = views["ring"][lo:hi]
+                written = views["written"][lo:hi]
                 K.attention_inputs(
                     mid,
                     q[p + "ln_a_eps"],
@@ -462,7 +484,7 @@ class Engine:
             q["logit_shift"],
             n["logit_exp_lut"],
             TABLE_TOTAL,
-            views["freqs"][:k],
+            views["freqs"][lo:hi],
         )
 
     # ---- the step (torch reference) ----
@@ -542,6 +564,17 @@ class Engine:
         o = torch.bmm(w.to(torch.float64).unsqueeze(1), ring.to(torch.float64)).squeeze(1).to(torch.int64)
         avg = torch.div(o << ATT_AVG_Q, total, rounding_mode="floor")
         return (attres + _shr(avg, t[p + "ao_m"], q[p + "ao_b"], q[p + "ao_shift"])).clamp_(-RES_MAX, RES_MAX)
+
+
+_STEP_POOLS: dict[int, ThreadPoolExecutor] = {}  # helper threads for _step_numba, by their number
+_STEP_POOLS_LOCK = threading.Lock()
+
+
+def _step_pool(workers: int) -> ThreadPoolExecutor:
+    with _STEP_POOLS_LOCK:
+        if workers not in _STEP_POOLS:
+            _STEP_POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="shazip-engine")
+        return _STEP_POOLS[workers]
 
 
 def _numba_available() -> bool:
