@@ -5,8 +5,8 @@ row at a time, without int64 temporaries for every elementwise op. Only integer 
 correctly rounded float64 square root of an exact integer in LayerNorm, as in the reference), so the
 results are the same bit for bit; `tests/test_engine_backends.py` checks it.
 
-GEMM results arrive as float32 arrays holding exact integers; GEMM inputs leave as float32 arrays
-holding int8 values.
+GEMM inputs leave as int16 arrays holding int8 values; GEMM results arrive as int32 arrays (or float32
+holding exact integers, from torch or block 0's byte table).
 """
 
 from __future__ import annotations
@@ -306,38 +306,6 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
         freqs[r, arg] += table_total - used
 
 
-def gemm_int8(a, w, out) -> None:
-    """out[r, o] = sum_c a[r, c] * w[o, c]: int8 values (a held in float32, w stored as int8), for few lanes.
-
-    With one to a few lanes the float32 GEMM is bound by reading float32 weights; int8 weights are a
-    quarter of the bytes. Sums are accumulated in float32 in whatever order the compiler picks
-    (fastmath): every partial sum is an integer below K * 127 * 127 < 2**24, so each is exact and the
-    result is the same integer as any other summation order, the float32 GEMM's included.
-    """
-    k, depth = a.shape
-    for o in prange(w.shape[0]):
-        wr = w[o]
-        r = 0
-        while r + 4 <= k:  # four lanes per pass over the weight row
-            a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
-            s0 = s1 = s2 = s3 = np.float32(0)
-            for c in range(depth):
-                wv = np.float32(wr[c])
-                s0 += a0[c] * wv
-                s1 += a1[c] * wv
-                s2 += a2[c] * wv
-                s3 += a3[c] * wv
-            out[r, o], out[r + 1, o], out[r + 2, o], out[r + 3, o] = s0, s1, s2, s3
-            r += 4
-        while r < k:
-            ar = a[r]
-            s = np.float32(0)
-            for c in range(depth):
-                s += ar[c] * np.float32(wr[c])
-            out[r, o] = s
-            r += 1
-
-
 # ---- the int16 GEMM (many lanes) ----
 #
 # out[r, o] = sum_c a[r, c] * w[o, c] with int8-valued int16 operands and int32 sums: exact whatever the
@@ -466,7 +434,6 @@ def gemm_int16(a, wp, out) -> None:
 
 
 KERNELS = (
-    "gemm_int8",
     "gemm_int16",
     "ln_two",
     "lstm_cell",
@@ -479,11 +446,10 @@ KERNELS = (
 )
 # Each kernel compiled twice: serial (few lanes or one thread) and over lanes in parallel (prange). Lanes
 # are independent and every row is computed by one thread in a fixed order, so both give the same integers.
-_FASTMATH = {"gemm_int8"}  # exact whatever the summation order (see its docstring)
 
 
 def _compile(name: str, parallel: bool):  # noqa: ANN202
-    return staticmethod(njit(parallel=parallel, fastmath=name in _FASTMATH, **_opts)(globals()[name]))
+    return staticmethod(njit(parallel=parallel, **_opts)(globals()[name]))
 
 
 serial = type("serial", (), {name: _compile(name, False) for name in KERNELS})

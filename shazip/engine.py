@@ -4,9 +4,11 @@ Why integers: DESIGN.md section 2. Every value that influences a frequency table
 with integer operations whose result does not depend on summation order, thread count, batch grouping or
 device:
 
-* GEMMs multiply int8-valued operands held in float32 (K <= 1024, so every partial sum is an integer below
-  2**24 and exact) or, for the attention's weighted sum of values, in float64 (partial sums below 2**53).
-  Results are converted to int64 right away.
+* GEMMs multiply int8-valued operands. The torch reference holds them in float32 (K <= 1024, so every
+  partial sum is an integer below 2**24 and exact) or, for the attention's weighted sum of values, in
+  float64 (partial sums below 2**53); results are converted to int64 right away. The numba path sums
+  int16 x int16 products in int32 (exact: |sum| <= K * 127**2 < 2**31; the attention's weighted sum only
+  when the window allows, else int64).
 * Everything after a GEMM is integer fixed point: requantisation `(v * M + B) >> S` (int64, B holds the
   round-half-up constant), sigmoid / tanh / GELU / exp through lookup tables stored in the model file.
 * LayerNorm: integer sums, `V = d*sum(x^2) - sum(x)^2 + E` (E: eps in integer units), `floor(sqrt(V))`
@@ -18,9 +20,10 @@ device:
   remainder goes to the first most probable symbol.
 
 Two implementations of the same formulas: this torch module (the reference; runs on CPU and CUDA) and
-the numba kernels in `shazip._kernels` (fast CPU path: GEMMs by torch for many lanes, by an int8-weight
-numba kernel for up to 16 lanes; everything else fused per block stage, parallel over lanes when torch
-has several threads). Tests prove them bit-identical.
+the numba kernels in `shazip._kernels` (fast CPU path: GEMMs by an int16 multiply-add-pairs kernel on
+packed weights, AVX2 `vpmaddwd` where available; everything else fused per block stage; with several
+threads, groups of lanes stepped on separate threads, or kernels parallel over lanes when there are few
+lanes and torch has several threads). Tests prove them bit-identical.
 
 Speed notes: block 0's input GEMM depends only on the input byte, so it is computed once for all 256
 bytes at load time. Weights: int8, symmetric, one scale per output channel; activations entering a GEMM:
@@ -69,8 +72,6 @@ ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
 ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
-SMALL_GEMM_LANES = 16  # up to this many lanes, GEMMs run on int8 weights in float32 (measured faster);
-# above, on int16 multiply-add pairs (see _kernels.gemm_int16)
 PARALLEL_MIN_LANES = 8  # below this, the elementwise kernels run serially (thread start-up would dominate)
 SPLIT_MIN_LANES = 32  # from here on, several threads step separate groups of lanes (see _step_numba)
 _PARALLEL_LOCK = threading.Lock()  # numba's default (workqueue) threading layer is not re-entrant
@@ -303,17 +304,12 @@ class Engine:
 
     # ---- the step (numba kernels for the elementwise work, torch float32 GEMMs) ----
     def _gemm(self, a: np.ndarray, name: str, G) -> np.ndarray:  # noqa: ANN001, N803 - kernels namespace
-        """[k, K] int8 values times weight [N, K]^T -> [k, N] exact integers (float32 or int32 array).
+        """[k, K] int8 values times weight [N, K]^T -> [k, N] exact integers (int32 or float32 array).
 
-        Up to SMALL_GEMM_LANES lanes: float32 sums on int8 weights (bound by reading the weights); more
-        lanes: the int16 multiply-add-pairs kernel on packed weights (about twice the float32 GEMM's
-        speed, measured on AVX2); weights it cannot take (shapes): torch's float32 GEMM.
+        The int16 multiply-add-pairs kernel on packed weights (measured 2-3x faster than float32 sums on
+        int8 weights for 1 to 32 lanes and ~1.9x faster than torch's float32 GEMM at 64 lanes, AVX2);
+        weights it cannot take (shapes): torch's float32 GEMM.
         """
-        if a.shape[0] <= SMALL_GEMM_LANES:
-            w = self.n[name]
-            out = np.empty((a.shape[0], w.shape[0]), dtype=np.float32)
-            G.gemm_int8(a.astype(np.float32, copy=False), w, out)
-            return out
         packed = self.packed.get(name)
         if packed is not None:
             out = np.empty((a.shape[0], packed.shape[0] * packed.shape[2]), dtype=np.int32)
@@ -324,7 +320,7 @@ class Engine:
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
         """With several threads (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into
         one group per thread, each stepped by serial kernels on its own thread (numba kernels release the
-        GIL); below, the kernels themselves run parallel over lanes (the small GEMM: over outputs)."""
+        GIL); below, the kernels themselves run parallel over lanes (the GEMM: over outputs)."""
         import numba
 
         from shazip import _kernels
@@ -359,7 +355,6 @@ class Engine:
         n, q, d = self.n, self.q, self.d
         k = hi - lo
         x = x[lo:hi]
-        act = np.float32 if k <= SMALL_GEMM_LANES else np.int16  # GEMM inputs: the dtype _gemm takes
         views = st.numpy_views()
         out = None
         for i in range(self.cfg.n_blocks):
@@ -368,7 +363,7 @@ class Engine:
                 acc_x = n[p + "wih_byte_table"][x]
                 res = n[p + "startres_table"][x]
             else:
-                a8 = np.empty((k, d), dtype=act)
+                a8 = np.empty((k, d), dtype=np.int16)
                 res = np.empty((k, d), dtype=np.int32)
                 K.ln_two(
                     out,
@@ -404,7 +399,7 @@ class Engine:
                 mid,
             )
             if i == self.attn_index:
-                mid8 = np.empty((k, d), dtype=act)
+                mid8 = np.empty((k, d), dtype=np.int16)
                 attres = np.empty((k, d), dtype=np.int32)
                 ring = views["ring"][lo:hi]
                 written = views["written"][lo:hi]
@@ -448,7 +443,7 @@ class Engine:
                     self._narrow_attention_sum[i],
                     mid,
                 )
-            xff8 = np.empty((k, d), dtype=act)
+            xff8 = np.empty((k, d), dtype=np.int16)
             ffres = np.empty((k, d), dtype=np.int32)
             K.ln_two(
                 mid,
@@ -475,7 +470,7 @@ class Engine:
                 q[p + "boom_shift"],
                 out,
             )
-        fin8 = np.empty((k, d), dtype=act)
+        fin8 = np.empty((k, d), dtype=np.int16)
         K.requant_int8(out, q["fin_m"], q["fin_b"], q["fin_shift"], fin8)
         K.frequencies(
             self._gemm(fin8, "wout", G),
