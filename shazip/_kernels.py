@@ -18,6 +18,7 @@ from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 # The constants of shazip.engine (duplicated as literals so numba can fold them; engine asserts equality).
@@ -321,7 +322,8 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
 # 2 * GEMM_ROWS int32 accumulator vectors (12 + 2 + 1 of the 16 AVX2 registers).
 GEMM_COLS = 16
 GEMM_ROWS = 6
-HAVE_AVX2 = "+avx2" in llvm_binding.get_host_cpu_features().flatten()
+# The AVX2 instruction only when numba compiles for this very CPU (NUMBA_CPU_NAME unset: no portable cache).
+HAVE_AVX2 = numba_config.CPU_NAME is None and "+avx2" in llvm_binding.get_host_cpu_features().flatten()
 
 
 def pack_weight(w: np.ndarray) -> np.ndarray:
