@@ -149,6 +149,68 @@ def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
         _affine(n, g, b, INT8_MAX, q8[r])
 
 
+def _madd_pairs(builder: ir.IRBuilder, use_avx2: bool):  # noqa: ANN202
+    """f(x, y) for two <16 x i16>: the <8 x i32> sums of adjacent products (x0*y0 + x1*y1, ...)."""
+    i16, i32 = ir.IntType(16), ir.IntType(32)
+    v16x16, v8x32, v16x32 = ir.VectorType(i16, 16), ir.VectorType(i32, 8), ir.VectorType(i32, 16)
+    if use_avx2:
+        pmadd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8x32, [v16x16, v16x16]), "llvm.x86.avx2.pmadd.wd"
+        )
+        return lambda x, y: builder.call(pmadd, [x, y])
+    even = ir.Constant(v8x32, list(range(0, 16, 2)))  # the same arithmetic in plain LLVM (any CPU)
+    odd = ir.Constant(v8x32, list(range(1, 16, 2)))
+
+    def madd_pairs(x: ir.Value, y: ir.Value) -> ir.Value:
+        p = builder.mul(builder.sext(x, v16x32), builder.sext(y, v16x32))
+        return builder.add(builder.shuffle_vector(p, p, even), builder.shuffle_vector(p, p, odd))
+
+    return madd_pairs
+
+
+def _scores_kernel(keys: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
+    """An intrinsic kernel(q, ring, r, j0, scores): scores[j0 + t] = q . ring[r, j0 + t] for t < keys
+    (q: [d] int16, d a multiple of 16), the keys sharing each load of q, one int32 vector sum per key."""
+
+    @intrinsic
+    def kernel(typingctx, q, ring, r, j0, scores):  # noqa: ANN001, ANN202, ARG001
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+            q_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            ring_arr = context.make_array(signature.args[1])(context, builder, args[1])
+            s_arr = context.make_array(signature.args[4])(context, builder, args[4])
+            lane, first = args[2], args[3]
+            i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            v16x8, v16x16, v8x32 = ir.VectorType(i8, 16), ir.VectorType(i16, 16), ir.VectorType(i32, 8)
+            _, slots, d = cgutils.unpack_tuple(builder, ring_arr.shape, 3)
+            q_ptr = builder.bitcast(q_arr.data, i16.as_pointer())
+            ring_ptr = builder.bitcast(ring_arr.data, i8.as_pointer())
+            s_ptr = builder.bitcast(s_arr.data, i32.as_pointer())
+            madd_pairs = _madd_pairs(builder, use_avx2)
+            rows = [
+                builder.mul(builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d)
+                for t in range(keys)
+            ]
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(keys)]
+            with cgutils.for_range(builder, builder.udiv(d, ir.Constant(i64, 16))) as loop:
+                col = builder.mul(loop.index, ir.Constant(i64, 16))
+                qv = builder.load(builder.bitcast(builder.gep(q_ptr, [col]), v16x16.as_pointer()), align=2)
+                for t in range(keys):
+                    at = builder.gep(ring_ptr, [builder.add(rows[t], col)])
+                    kv = builder.sext(builder.load(builder.bitcast(at, v16x8.as_pointer()), align=1), v16x16)
+                    builder.store(builder.add(builder.load(acc[t]), madd_pairs(qv, kv)), acc[t])
+            for t in range(keys):
+                v = builder.load(acc[t])
+                total = builder.extract_element(v, ir.Constant(i32, 0))
+                for e in range(1, 8):
+                    total = builder.add(total, builder.extract_element(v, ir.Constant(i32, e)))
+                builder.store(total, builder.gep(s_ptr, [builder.add(first, ir.Constant(i64, t))]))
+            return context.get_dummy_value()
+
+        return types.void(q, ring, r, j0, scores), codegen
+
+    return kernel
+
+
 def _weighted_sum_kernel(vectors: int):  # noqa: ANN202 - a numba intrinsic
     """An intrinsic kernel(ring, r, weights, valid, c0, out): out[c0 : c0 + 8 * vectors] (int32) =
     sum over j < valid of weights[j] * ring[r, j, c0 : ...], with the 8 * vectors int32 sums held in
@@ -210,7 +272,15 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
         valid = min(written[r], slots)
         for c in range(d):
             qrow[c] = q8[r, c]
-        for j in range(valid):
+        done = 0
+        if d % 16 == 0:
+            while done + 8 <= valid:
+                _scores_8(qrow, ring, r, done, scores)
+                done += 8
+            while done < valid:
+                _scores_1(qrow, ring, r, done, scores)
+                done += 1
+        for j in range(done, valid):
             key = ring[r, j]
             s = 0
             for c in range(d):
@@ -348,7 +418,7 @@ def _micro_kernel(rows: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsi
             o_arr = context.make_array(signature.args[2])(context, builder, args[2])
             row, blk = args[3], args[4]
             i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            v16x16, v8x32, v16x32 = ir.VectorType(i16, 16), ir.VectorType(i32, 8), ir.VectorType(i32, 16)
+            v16x16, v8x32 = ir.VectorType(i16, 16), ir.VectorType(i32, 8)
             depth = cgutils.unpack_tuple(builder, a_arr.shape, 2)[1]
             n_out = cgutils.unpack_tuple(builder, o_arr.shape, 2)[1]
             a_ptr = builder.bitcast(a_arr.data, i16.as_pointer())
@@ -358,21 +428,7 @@ def _micro_kernel(rows: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsi
             def const(v: int) -> ir.Constant:
                 return ir.Constant(i64, v)
 
-            if use_avx2:
-                pmadd = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(v8x32, [v16x16, v16x16]), "llvm.x86.avx2.pmadd.wd"
-                )
-
-                def madd_pairs(x: ir.Value, y: ir.Value) -> ir.Value:
-                    return builder.call(pmadd, [x, y])
-            else:  # the same arithmetic in plain LLVM vector operations (any CPU)
-                even = ir.Constant(v8x32, list(range(0, 16, 2)))
-                odd = ir.Constant(v8x32, list(range(1, 16, 2)))
-
-                def madd_pairs(x: ir.Value, y: ir.Value) -> ir.Value:
-                    p = builder.mul(builder.sext(x, v16x32), builder.sext(y, v16x32))
-                    return builder.add(builder.shuffle_vector(p, p, even), builder.shuffle_vector(p, p, odd))
-
+            madd_pairs = _madd_pairs(builder, use_avx2)
             acc = [
                 [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(2)]
                 for _ in range(rows)
@@ -415,6 +471,8 @@ def _micro_kernel(rows: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsi
     return kernel
 
 
+_scores_8 = _scores_kernel(8, HAVE_AVX2)  # (attend's scores: 8 keys share each load of the query)
+_scores_1 = _scores_kernel(1, HAVE_AVX2)
 _gemm_rows = _micro_kernel(GEMM_ROWS, HAVE_AVX2)
 _gemm_row = _micro_kernel(1, HAVE_AVX2)
 

@@ -92,3 +92,44 @@ def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
     _kernels.serial.attend(*args, True, narrow)
     _kernels.serial.attend(*args, False, wide)
     np.testing.assert_array_equal(narrow, wide)
+
+
+_scores_8_avx2, _scores_1_avx2 = _kernels._scores_kernel(8, True), _kernels._scores_kernel(1, True)
+_scores_8_portable, _scores_1_portable = _kernels._scores_kernel(8, False), _kernels._scores_kernel(1, False)
+
+
+@njit
+def _all_scores_avx2(q, ring, r, valid, out) -> None:  # noqa: ANN001
+    j = 0
+    while j + 8 <= valid:
+        _scores_8_avx2(q, ring, r, j, out)
+        j += 8
+    while j < valid:
+        _scores_1_avx2(q, ring, r, j, out)
+        j += 1
+
+
+@njit
+def _all_scores_portable(q, ring, r, valid, out) -> None:  # noqa: ANN001
+    j = 0
+    while j + 8 <= valid:
+        _scores_8_portable(q, ring, r, j, out)
+        j += 8
+    while j < valid:
+        _scores_1_portable(q, ring, r, j, out)
+        j += 1
+
+
+def test_attention_scores_kernel_equals_int64() -> None:
+    rng = np.random.default_rng(3)
+    ring = rng.choice(np.array([-127, 127, 3], dtype=np.int8), size=(2, 21, 1024))
+    q = rng.choice(np.array([-127, 127], dtype=np.int16), size=1024)
+    q[:512] = 127
+    ring[1, :, :512] = 127  # near the largest sums
+    expected = np.einsum("d,ksd->ks", q.astype(np.int64), ring.astype(np.int64))
+    kernels = [_all_scores_portable] + ([_all_scores_avx2] if _kernels.HAVE_AVX2 else [])
+    for all_scores in kernels:
+        for r in range(2):
+            out = np.zeros(21, dtype=np.int32)
+            all_scores(q, ring, r, 21, out)
+            np.testing.assert_array_equal(out, expected[r])
