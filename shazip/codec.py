@@ -203,6 +203,7 @@ class ModelCoder:
         grid = np.zeros(lanes * run, dtype=np.uint8)
         grid[:n] = np.frombuffer(raw, dtype=np.uint8)
         columns = np.ascontiguousarray(grid.reshape(lanes, run).T)  # columns[t] = byte t of every lane
+        coder_symbols = columns.astype(np.int32)  # the coder's dtype, converted once per frame, not per step
         family = self._coder_model()
         encoder = constriction.stream.queue.RangeEncoder()
         done = 0
@@ -210,7 +211,7 @@ class ModelCoder:
             active = full + (1 if t < rest else 0)
             symbols = columns[t, :active]
             freqs = self.engine.predict(self.state)
-            encoder.encode(symbols.astype(np.int32), family, self._probabilities(freqs, active))
+            encoder.encode(coder_symbols[t, :active], family, self._probabilities(freqs, active))
             self.engine.advance(self.state, symbols)
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
