@@ -12,6 +12,7 @@ holding exact integers, from torch or block 0's byte table).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -514,3 +515,169 @@ def _compile(name: str, parallel: bool):  # noqa: ANN202
 
 serial = type("serial", (), {name: _compile(name, False) for name in KERNELS})
 parallel = type("parallel", (), {name: _compile(name, True) for name in KERNELS})
+
+
+# ---- one whole step of a lane group in one call ----
+#
+# Calling the kernels above one by one from Python costs ~0.35 ms of Python per step (argument dispatch,
+# allocations, slicing), all of it under the GIL: with one lane group per thread, the threads queue for
+# it. step_group runs a whole step in compiled code without the GIL (numba dispatches it once per step).
+
+
+class BlockParams(NamedTuple):
+    """One block's parameters for step_group. Every block's tuple has the same types (numba then indexes
+    the tuple of blocks at run time): parts a block does not have are empty arrays of the same dtype."""
+
+    attention: bool  # the attention block
+    narrow_sum: bool  # attention's weighted sum fits int32 (see attend)
+    # LayerNorm at the block start (blocks after the first: the first reads its byte tables instead)
+    ln_start_eps: int
+    start8_g: np.ndarray
+    start8_b: np.ndarray
+    startres_g: np.ndarray
+    startres_b: np.ndarray
+    wih: np.ndarray  # packed (pack_weight)
+    # LSTM
+    whh: np.ndarray  # packed
+    z_mx: np.ndarray
+    z_mh: np.ndarray
+    z_b: np.ndarray
+    z_shift: int
+    h_m: int
+    h_b: int
+    h_shift: int
+    # attention
+    ln_a_eps: int
+    mem8_g: np.ndarray
+    mem8_b: np.ndarray
+    mid8_g: np.ndarray
+    mid8_b: np.ndarray
+    attres_g: np.ndarray
+    attres_b: np.ndarray
+    wq: np.ndarray  # packed
+    qp_m: np.ndarray
+    qp_b: np.ndarray
+    qp_shift: int
+    ln_q_eps: int
+    q8_g: np.ndarray
+    q8_b: np.ndarray
+    att_m: int
+    att_b: int
+    att_shift: int
+    att_exp_lut: np.ndarray
+    ao_m: np.ndarray
+    ao_b: int
+    ao_shift: int
+    # Boom
+    ln_ff_eps: int
+    xff8_g: np.ndarray
+    xff8_b: np.ndarray
+    ffres_g: np.ndarray
+    ffres_b: np.ndarray
+    wup: np.ndarray  # packed
+    u_m: np.ndarray
+    u_b: np.ndarray
+    u_shift: int
+    gelu_lut: np.ndarray
+    boom_m: int
+    boom_b: int
+    boom_shift: int
+
+
+class HeadParams(NamedTuple):
+    """What step_group needs besides the blocks: block 0's byte tables, the LSTM tables, the output."""
+
+    byte_acc: np.ndarray  # [256, 4d] int32: block 0's input GEMM for every byte
+    byte_res: np.ndarray  # [256, d] int32: block 0's residual for every byte
+    sigmoid_lut: np.ndarray
+    tanh_lut: np.ndarray
+    fin_m: int
+    fin_b: int
+    fin_shift: int
+    wout: np.ndarray  # packed
+    logit_m: np.ndarray
+    logit_b: np.ndarray
+    logit_shift: int
+    logit_exp_lut: np.ndarray
+    table_total: int
+
+
+def _packed_outputs(wp) -> int:  # noqa: ANN001
+    return wp.shape[0] * wp.shape[2]
+
+
+_ln_two = serial.ln_two
+_lstm_cell = serial.lstm_cell
+_attention_inputs = serial.attention_inputs
+_query = serial.query
+_attend = serial.attend
+_boom = serial.boom
+_requant_int8 = serial.requant_int8
+_frequencies = serial.frequencies
+_gemm_int16 = serial.gemm_int16
+_packed_outputs_jit = njit(**_opts)(_packed_outputs)
+
+
+@njit(**_opts)
+def step_group(x, lo, hi, blocks, head, h8, cell, ring, written, freqs) -> None:  # noqa: ANN001
+    """Lanes lo..hi-1 consume the bytes x[lo:hi] (int64): the engine's step (Engine._step_kernels, the
+    same kernels in the same order, serial) in one call. h8, cell: tuples of the per-block state arrays;
+    ring, written, freqs: the state's arrays of all lanes; blocks: a tuple of BlockParams; head: HeadParams.
+    """
+    k = hi - lo
+    d = h8[0].shape[1]
+    gates = np.empty((k, 4 * d), dtype=np.int32)  # the input GEMM's results (block 0: its byte table's)
+    gates_h = np.empty((k, 4 * d), dtype=np.int32)
+    gemm_in = np.empty((k, d), dtype=np.int16)  # every GEMM input in turn (int8 values)
+    res = np.empty((k, d), dtype=np.int32)
+    mid = np.empty((k, d), dtype=np.int32)
+    out = np.empty((k, d), dtype=np.int32)
+    boom_acc = np.empty((k, _packed_outputs_jit(blocks[0].wup)), dtype=np.int32)
+    ring_g = ring[lo:hi]
+    written_g = written[lo:hi]
+    for i in range(len(blocks)):
+        b = blocks[i]
+        if i == 0:
+            for r in range(k):
+                byte = x[lo + r]
+                gates[r] = head.byte_acc[byte]
+                res[r] = head.byte_res[byte]
+        else:
+            _ln_two(
+                out, b.ln_start_eps, b.start8_g, b.start8_b, INT8_MAX, gemm_in,
+                b.startres_g, b.startres_b, RES_MAX, res,
+            )  # fmt: skip
+            _gemm_int16(gemm_in, b.wih, gates)
+        h8_g = h8[i][lo:hi]
+        for r in range(k):
+            for c in range(d):
+                gemm_in[r, c] = h8_g[r, c]
+        _gemm_int16(gemm_in, b.whh, gates_h)
+        _lstm_cell(
+            gates, gates_h, b.z_mx, b.z_mh, b.z_b, b.z_shift, head.sigmoid_lut, head.tanh_lut,
+            cell[i][lo:hi], h8_g, res, b.h_m, b.h_b, b.h_shift, mid,
+        )  # fmt: skip
+        if b.attention:
+            attres = np.empty((k, d), dtype=np.int32)
+            _attention_inputs(
+                mid, b.ln_a_eps, b.mem8_g, b.mem8_b, b.mid8_g, b.mid8_b, b.attres_g, b.attres_b,
+                ring_g, written_g, gemm_in, attres,
+            )  # fmt: skip
+            query_acc = np.empty((k, _packed_outputs_jit(b.wq)), dtype=np.int32)
+            _gemm_int16(gemm_in, b.wq, query_acc)
+            q8 = np.empty((k, d), dtype=np.int32)
+            _query(query_acc, b.qp_m, b.qp_b, b.qp_shift, b.ln_q_eps, b.q8_g, b.q8_b, q8)
+            _attend(
+                q8, ring_g, written_g, b.att_m, b.att_b, b.att_shift, b.att_exp_lut, b.ao_m, b.ao_b,
+                b.ao_shift, attres, b.narrow_sum, mid,
+            )  # fmt: skip
+        _ln_two(mid, b.ln_ff_eps, b.xff8_g, b.xff8_b, INT8_MAX, gemm_in, b.ffres_g, b.ffres_b, RES_MAX, res)
+        _gemm_int16(gemm_in, b.wup, boom_acc)
+        _boom(boom_acc, b.u_m, b.u_b, b.u_shift, b.gelu_lut, res, b.boom_m, b.boom_b, b.boom_shift, out)
+    _requant_int8(out, head.fin_m, head.fin_b, head.fin_shift, gemm_in)
+    logits = np.empty((k, _packed_outputs_jit(head.wout)), dtype=np.int32)
+    _gemm_int16(gemm_in, head.wout, logits)
+    _frequencies(
+        logits, head.logit_m, head.logit_b, head.logit_shift, head.logit_exp_lut, head.table_total,
+        freqs[lo:hi],
+    )  # fmt: skip

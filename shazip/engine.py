@@ -133,8 +133,8 @@ class EngineState:
         views = self.__dict__.get("_views")
         if views is None or views["_key"] != key:  # (the views keep their tensors alive: ids stay unique)
             views = {
-                "h8": [t.numpy() for t in self.h8],
-                "cell": [t.numpy() for t in self.cell],
+                "h8": tuple(t.numpy() for t in self.h8),  # (tuples: numba takes them, not lists)
+                "cell": tuple(t.numpy() for t in self.cell),
                 "ring": self.ring.numpy(),
                 "written": self.written.numpy(),
                 "freqs": self.freqs.numpy(),
@@ -249,6 +249,62 @@ class Engine:
                 for i in range(self.cfg.n_blocks)
                 if f"b{i}.att_exp_lut" in self.n
             }
+            self._fused = self._fused_params()
+
+    def _fused_params(self) -> tuple | None:
+        """(blocks, head): the arguments of `_kernels.step_group` describing the model, built once; None
+        when a GEMM weight does not fit the int16 GEMM (the step then calls the kernels one by one)."""
+        from shazip import _kernels
+
+        nb = self.cfg.n_blocks
+        needed = [f"b{i}.{w}" for i in range(nb) for w in ("whh", "wup")]
+        needed += [f"b{i}.wih" for i in range(1, nb)] + [f"b{self.attn_index}.wq", "wout"]
+        if any(name not in self.packed for name in needed):
+            return None
+        n, q = self.n, self.q
+        fields = _kernels.BlockParams._fields
+        blocks = []
+        for i in range(nb):
+            p = f"b{i}."
+            values: dict = {
+                "attention": i == self.attn_index,
+                "narrow_sum": self._narrow_attention_sum.get(i, False),
+            }
+            for f in fields[2:]:
+                if f in GEMM_WEIGHTS:
+                    values[f] = self.packed.get(p + f)  # (block 0's wih: None, it uses the byte table)
+                elif p + f in n:
+                    values[f] = n[p + f]
+                elif p + f in q:
+                    values[f] = int(q[p + f])
+                else:
+                    values[f] = None
+            blocks.append(values)
+        # what a block does not have: empty arrays like another block's (the same numba types), or 0
+        for f in fields[2:]:
+            like = next((b[f] for b in blocks if b[f] is not None), None)
+            if like is None:  # only one block: no block starts with a LayerNorm
+                like = np.zeros((0, 0, 16, 2), np.int16) if f in GEMM_WEIGHTS else np.zeros(0, np.int64)
+            for b in blocks:
+                if b[f] is None:
+                    b[f] = np.zeros((0,) * like.ndim, like.dtype) if isinstance(like, np.ndarray) else 0
+        byte_acc = self.t["b0.wih_byte_table"].numpy()  # exact integers below 2**24 (float32)
+        head = _kernels.HeadParams(
+            byte_acc=np.ascontiguousarray(byte_acc.astype(np.int32)),
+            byte_res=np.ascontiguousarray(n["b0.startres_table"].astype(np.int32)),
+            sigmoid_lut=n["sigmoid_lut"],
+            tanh_lut=n["tanh_lut"],
+            fin_m=int(q["fin_m"]),
+            fin_b=int(q["fin_b"]),
+            fin_shift=int(q["fin_shift"]),
+            wout=self.packed["wout"],
+            logit_m=n["logit_m"],
+            logit_b=n["logit_b"],
+            logit_shift=int(q["logit_shift"]),
+            logit_exp_lut=n["logit_exp_lut"],
+            table_total=TABLE_TOTAL,
+        )
+        return tuple(_kernels.BlockParams(**b) for b in blocks), head
 
     def _load_tensors(self) -> None:
         dev = self.device
@@ -318,16 +374,17 @@ class Engine:
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
-        """With several threads (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into
-        one group per thread, each stepped by serial kernels on its own thread (numba kernels release the
-        GIL); below, the kernels themselves run parallel over lanes (the GEMM: over outputs)."""
+        """One thread: the whole step in one compiled call (`_kernels.step_group`). Several threads
+        (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into one group per thread,
+        each stepped by one such call on its own thread (it runs without the GIL); below, the kernels are
+        called one by one and run parallel over lanes (the GEMM: over outputs)."""
         import numba
 
         from shazip import _kernels
 
         threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
         if threads < 2:
-            self._step_kernels(_kernels.serial, _kernels.serial, st, x, 0, k)
+            self._step_group(st, x, 0, k)
             return
         if k >= SPLIT_MIN_LANES:
             # One hand-over per step instead of one per kernel: a woken thread may wait for a core held
@@ -336,11 +393,8 @@ class Engine:
             groups = min(threads, k // (SPLIT_MIN_LANES // 2))
             cuts = [k * g // groups for g in range(groups + 1)]
             pool = _step_pool(groups - 1)
-            S = _kernels.serial  # noqa: N806
-            others = [
-                pool.submit(self._step_kernels, S, S, st, x, cuts[g], cuts[g + 1]) for g in range(1, groups)
-            ]
-            self._step_kernels(S, S, st, x, cuts[0], cuts[1])
+            others = [pool.submit(self._step_group, st, x, cuts[g], cuts[g + 1]) for g in range(1, groups)]
+            self._step_group(st, x, cuts[0], cuts[1])
             for f in others:
                 f.result()
             return
@@ -349,6 +403,28 @@ class Engine:
                 numba.set_num_threads(threads)
             lanes = _kernels.parallel if k >= PARALLEL_MIN_LANES else _kernels.serial
             self._step_kernels(lanes, _kernels.parallel, st, x, 0, k)
+
+    def _step_group(self, st: EngineState, x: np.ndarray, lo: int, hi: int) -> None:
+        """Lanes lo..hi-1 consume x[lo:hi] on this thread: one compiled call when the model allows."""
+        from shazip import _kernels
+
+        if self._fused is None:
+            self._step_kernels(_kernels.serial, _kernels.serial, st, x, lo, hi)
+            return
+        blocks, head = self._fused
+        views = st.numpy_views()
+        _kernels.step_group(
+            x,
+            lo,
+            hi,
+            blocks,
+            head,
+            views["h8"],
+            views["cell"],
+            views["ring"],
+            views["written"],
+            views["freqs"],
+        )
 
     def _step_kernels(self, K, G, st: EngineState, x: np.ndarray, lo: int, hi: int) -> None:  # noqa: ANN001, N803
         """Lanes lo..hi-1 consume x[lo:hi]. K: the elementwise kernels, G: the GEMM kernels."""
