@@ -408,63 +408,62 @@ def gemm_int16_fits(n: int, depth: int) -> bool:
     return n % GEMM_COLS == 0 and depth % 2 == 0 and depth * INT8_MAX * INT8_MAX < 1 << 31
 
 
+def _emit_micro_kernel(context, builder, signature, args, rows: int, use_avx2: bool) -> None:  # noqa: ANN001
+    """LLVM code for out[r : r + rows, 16 * block : 16 * block + 16] (args: a, wp, out, r, block)."""
+    a_arr = context.make_array(signature.args[0])(context, builder, args[0])
+    w_arr = context.make_array(signature.args[1])(context, builder, args[1])
+    o_arr = context.make_array(signature.args[2])(context, builder, args[2])
+    row, blk = args[3], args[4]
+    i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v16x16, v8x32 = ir.VectorType(i16, 16), ir.VectorType(i32, 8)
+    depth = cgutils.unpack_tuple(builder, a_arr.shape, 2)[1]
+    n_out = cgutils.unpack_tuple(builder, o_arr.shape, 2)[1]
+    a_ptr = builder.bitcast(a_arr.data, i16.as_pointer())
+    w_ptr = builder.bitcast(w_arr.data, i16.as_pointer())
+    o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
+
+    def const(v: int) -> ir.Constant:
+        return ir.Constant(i64, v)
+
+    madd_pairs = _madd_pairs(builder, use_avx2)
+    acc = [
+        [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(2)]
+        for _ in range(rows)
+    ]
+    a_rows = [builder.mul(builder.add(row, const(i)), depth) for i in range(rows)]
+    w_block = builder.mul(blk, builder.mul(depth, const(GEMM_COLS)))
+    with cgutils.for_range(builder, builder.udiv(depth, const(2))) as loop:
+        pair = loop.index
+        w_at = builder.add(w_block, builder.mul(pair, const(2 * GEMM_COLS)))
+        ws = [
+            builder.load(
+                builder.bitcast(builder.gep(w_ptr, [builder.add(w_at, const(16 * j))]), v16x16.as_pointer()),
+                align=2,
+            )
+            for j in range(2)
+        ]
+        for i in range(rows):
+            a_at = builder.gep(a_ptr, [builder.add(a_rows[i], builder.mul(pair, const(2)))])
+            both = builder.load(builder.bitcast(a_at, i32.as_pointer()), align=2)
+            splat = builder.insert_element(ir.Constant(v8x32, ir.Undefined), both, ir.Constant(i32, 0))
+            x = builder.bitcast(builder.shuffle_vector(splat, splat, ir.Constant(v8x32, [0] * 8)), v16x16)
+            for j in range(2):
+                builder.store(builder.add(builder.load(acc[i][j]), madd_pairs(x, ws[j])), acc[i][j])
+    for i in range(rows):
+        for j in range(2):
+            col = builder.add(builder.mul(blk, const(GEMM_COLS)), const(8 * j))
+            at = builder.add(builder.mul(builder.add(row, const(i)), n_out), col)
+            dest = builder.bitcast(builder.gep(o_ptr, [at]), v8x32.as_pointer())
+            builder.store(builder.load(acc[i][j]), dest, align=4)
+
+
 def _micro_kernel(rows: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
     """An intrinsic kernel(a, wp, out, r, block): out[r : r + rows, 16 * block : 16 * block + 16]."""
 
     @intrinsic
     def kernel(typingctx, a, wp, out, r, block):  # noqa: ANN001, ANN202, ARG001
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
-            a_arr = context.make_array(signature.args[0])(context, builder, args[0])
-            w_arr = context.make_array(signature.args[1])(context, builder, args[1])
-            o_arr = context.make_array(signature.args[2])(context, builder, args[2])
-            row, blk = args[3], args[4]
-            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            v16x16, v8x32 = ir.VectorType(i16, 16), ir.VectorType(i32, 8)
-            depth = cgutils.unpack_tuple(builder, a_arr.shape, 2)[1]
-            n_out = cgutils.unpack_tuple(builder, o_arr.shape, 2)[1]
-            a_ptr = builder.bitcast(a_arr.data, i16.as_pointer())
-            w_ptr = builder.bitcast(w_arr.data, i16.as_pointer())
-            o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
-
-            def const(v: int) -> ir.Constant:
-                return ir.Constant(i64, v)
-
-            madd_pairs = _madd_pairs(builder, use_avx2)
-            acc = [
-                [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(2)]
-                for _ in range(rows)
-            ]
-            a_rows = [builder.mul(builder.add(row, const(i)), depth) for i in range(rows)]
-            w_block = builder.mul(blk, builder.mul(depth, const(GEMM_COLS)))
-            with cgutils.for_range(builder, builder.udiv(depth, const(2))) as loop:
-                pair = loop.index
-                w_at = builder.add(w_block, builder.mul(pair, const(2 * GEMM_COLS)))
-                ws = [
-                    builder.load(
-                        builder.bitcast(
-                            builder.gep(w_ptr, [builder.add(w_at, const(16 * j))]), v16x16.as_pointer()
-                        ),
-                        align=2,
-                    )
-                    for j in range(2)
-                ]
-                for i in range(rows):
-                    a_at = builder.gep(a_ptr, [builder.add(a_rows[i], builder.mul(pair, const(2)))])
-                    both = builder.load(builder.bitcast(a_at, i32.as_pointer()), align=2)
-                    splat = builder.insert_element(
-                        ir.Constant(v8x32, ir.Undefined), both, ir.Constant(i32, 0)
-                    )
-                    x = builder.bitcast(
-                        builder.shuffle_vector(splat, splat, ir.Constant(v8x32, [0] * 8)), v16x16
-                    )
-                    for j in range(2):
-                        builder.store(builder.add(builder.load(acc[i][j]), madd_pairs(x, ws[j])), acc[i][j])
-            for i in range(rows):
-                for j in range(2):
-                    col = builder.add(builder.mul(blk, const(GEMM_COLS)), const(8 * j))
-                    at = builder.add(builder.mul(builder.add(row, const(i)), n_out), col)
-                    dest = builder.bitcast(builder.gep(o_ptr, [at]), v8x32.as_pointer())
-                    builder.store(builder.load(acc[i][j]), dest, align=4)
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            _emit_micro_kernel(context, builder, signature, args, rows, use_avx2)
             return context.get_dummy_value()
 
         return types.void(a, wp, out, r, block), codegen
@@ -472,26 +471,50 @@ def _micro_kernel(rows: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsi
     return kernel
 
 
+def _tile_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
+    """An intrinsic kernel(a, wp, out, r, rows, block) for any 1 <= rows <= GEMM_ROWS: the micro-kernel
+    for that many rows (one compiled copy per row count, chosen by a switch)."""
+
+    @intrinsic
+    def kernel(typingctx, a, wp, out, r, rows, block):  # noqa: ANN001, ANN202, ARG001
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            a_, wp_, out_, r_, rows_, block_ = args
+            tile_sig = types.void(*signature.args[:4], signature.args[5])
+            done = builder.append_basic_block("tile.done")
+            switch = builder.switch(rows_, done)  # (rows_ is int64: see the signature below)
+            for n in range(1, GEMM_ROWS + 1):
+                case = builder.append_basic_block(f"tile.rows{n}")
+                switch.add_case(ir.Constant(ir.IntType(64), n), case)
+                builder.position_at_end(case)
+                _emit_micro_kernel(context, builder, tile_sig, (a_, wp_, out_, r_, block_), n, use_avx2)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(a, wp, out, r, types.int64, block), codegen
+
+    return kernel
+
+
 _scores_8 = _scores_kernel(8, HAVE_AVX2)  # (attend's scores: 8 keys share each load of the query)
 _scores_1 = _scores_kernel(1, HAVE_AVX2)
-_gemm_rows = _micro_kernel(GEMM_ROWS, HAVE_AVX2)
-_gemm_row = _micro_kernel(1, HAVE_AVX2)
+_gemm_tile = _tile_kernel(HAVE_AVX2)
 
 
 def gemm_int16(a, wp, out) -> None:
     """out [k, N] int32 = a [k, K] int16 (int8 values, C order) times the packed weight wp (pack_weight).
 
-    Parallel over blocks of 16 outputs; each output is summed by one micro-kernel call.
+    Parallel over blocks of 16 outputs; each output is summed by one micro-kernel call. The lanes are cut
+    into ceil(k / GEMM_ROWS) tiles of nearly equal size (32 lanes: 5 or 6 rows each, not 5 x 6 + 2): a
+    tile of few rows has too few independent sums to keep the multiply-add units busy, so it costs about
+    as much as a full one.
     """
     k = a.shape[0]
+    tiles = (k + GEMM_ROWS - 1) // GEMM_ROWS
     for block in prange(wp.shape[0]):
-        r = 0
-        while r + GEMM_ROWS <= k:
-            _gemm_rows(a, wp, out, r, block)
-            r += GEMM_ROWS
-        while r < k:
-            _gemm_row(a, wp, out, r, block)
-            r += 1
+        for t in range(tiles):
+            r = k * t // tiles
+            _gemm_tile(a, wp, out, r, k * (t + 1) // tiles - r, block)
 
 
 KERNELS = (

@@ -38,3 +38,26 @@ def test_attention_sum_int64_fallback_equals_int32(fixture_model_path: Path) -> 
     wide._narrow_attention_sum = dict.fromkeys(wide._narrow_attention_sum, False)
     seq = text_lanes(9, 2 * narrow.cfg.memory, offset=70000)
     np.testing.assert_array_equal(run_tables(wide, seq), run_tables(narrow, seq))
+
+
+@pytest.mark.parametrize("lanes", [5, 12, 40])
+def test_every_numba_step_path_gives_the_same_tables(fixture_engine: Engine, lanes: int) -> None:
+    """One compiled call per step (1 thread), one per lane group (2 threads, 32+ lanes), kernels parallel
+    over lanes (2 threads, fewer lanes) and the kernels called one by one: the same tables."""
+    import torch
+
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
+    assert fixture_engine._fused is not None
+    one_by_one = Engine(fixture_engine.model, backend="numba")
+    one_by_one._fused = None  # what models whose GEMMs the int16 kernel cannot take run
+    seq = text_lanes(lanes, 40, offset=90000)  # past the fixture's 32-state window
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        fused = run_tables(fixture_engine, seq)
+        np.testing.assert_array_equal(run_tables(one_by_one, seq), fused)
+        torch.set_num_threads(2)
+        np.testing.assert_array_equal(run_tables(fixture_engine, seq), fused)
+    finally:
+        torch.set_num_threads(before)

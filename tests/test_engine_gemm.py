@@ -11,25 +11,29 @@ from numba import njit, prange  # noqa: E402
 
 from shazip import _kernels  # noqa: E402
 
-SHAPES = [(64, 256, 1024), (7, 32, 128), (13, 256, 256), (1, 64, 16), (6, 1024, 32)]
+SHAPES = [
+    (64, 256, 1024),
+    (7, 32, 128),
+    (13, 256, 256),
+    (1, 64, 16),
+    (6, 1024, 32),
+    (32, 256, 64),
+    (5, 64, 48),
+]
 
 # The same loop as _kernels.gemm_int16 on micro-kernels in plain LLVM vector code (what a CPU without
 # AVX2 runs), so that path is checked on this machine too.
-_portable_rows = _kernels._micro_kernel(_kernels.GEMM_ROWS, use_avx2=False)
-_portable_row = _kernels._micro_kernel(1, use_avx2=False)
+_portable_tile = _kernels._tile_kernel(use_avx2=False)
 
 
 @njit(parallel=True)
 def gemm_int16_portable(a, wp, out) -> None:  # noqa: ANN001
     k = a.shape[0]
+    tiles = (k + _kernels.GEMM_ROWS - 1) // _kernels.GEMM_ROWS
     for block in prange(wp.shape[0]):
-        r = 0
-        while r + _kernels.GEMM_ROWS <= k:
-            _portable_rows(a, wp, out, r, block)
-            r += _kernels.GEMM_ROWS
-        while r < k:
-            _portable_row(a, wp, out, r, block)
-            r += 1
+        for t in range(tiles):
+            r = k * t // tiles
+            _portable_tile(a, wp, out, r, k * (t + 1) // tiles - r, block)
 
 
 def operands(kind: str, k: int, depth: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +62,18 @@ def test_gemm_int16_equals_int64_reference(kind: str, shape: tuple[int, int, int
     for gemm in (_kernels.serial.gemm_int16, _kernels.parallel.gemm_int16, gemm_int16_portable):
         out = np.full((k, n), 12345, dtype=np.int32)
         gemm(a16, packed, out)
+        np.testing.assert_array_equal(out.astype(np.int64), expected)
+
+
+def test_gemm_tiles_of_every_row_count() -> None:
+    # every lane count from 1 to 3 * GEMM_ROWS: tiles of each size 1..GEMM_ROWS, rows written exactly once
+    rng = np.random.default_rng(11)
+    w = rng.integers(-127, 128, (32, 24)).astype(np.int8)
+    for k in range(1, 3 * _kernels.GEMM_ROWS + 1):
+        a = rng.integers(-127, 128, (k, 24))
+        expected = a @ w.astype(np.int64).T
+        out = np.full((k, 32), 12345, dtype=np.int32)
+        _kernels.serial.gemm_int16(np.ascontiguousarray(a.astype(np.int16)), _kernels.pack_weight(w), out)
         np.testing.assert_array_equal(out.astype(np.int64), expected)
 
 
