@@ -11,6 +11,7 @@ stored/zstd work, `shazip info` and `shazip --help` never pay for it.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -25,6 +26,7 @@ from shazip.format import (
     ChecksumError,
     Footer,
     FormatError,
+    FrameFlag,
     FrameHeader,
     Method,
     ModelError,
@@ -38,6 +40,8 @@ from shazip.format import (
     read_exact,
     read_header,
 )
+
+_U32 = struct.Struct("<I")
 
 DEFAULT_FRAME_SIZE = 1 << 20  # 1 MiB of input per frame on CPU
 GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
@@ -193,8 +197,25 @@ class ModelCoder:
     def _probabilities(freqs: np.ndarray, active: int) -> np.ndarray:
         return np.ascontiguousarray(freqs[:active], dtype=np.float64)
 
-    def encode(self, raw: bytes, lanes: int, progress: Callable[[int], None] | None = None) -> bytes:
+    def encode(
+        self, raw: bytes, lanes: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[bytes, int]:
+        """One model frame: (payload, FrameFlag bits). Text with CR LF line ends is coded as LF text (the
+        model was trained on LF text; the decoder puts the CRs back), and the match model is always on."""
+        flags = FrameFlag.MATCH_MODEL
+        text, prefix = raw, b""
+        if crlf_as_lf_applies(raw):
+            text = raw.replace(b"\r\n", b"\n")
+            flags |= FrameFlag.CRLF_AS_LF
+            prefix = _U32.pack(len(text))
+        n = len(text)
+        report = None if progress is None else (lambda done: progress(done * len(raw) // n))
+        return prefix + self._encode_bytes(text, lanes, report), int(flags)
+
+    def _encode_bytes(self, raw: bytes, lanes: int, progress: Callable[[int], None] | None) -> bytes:
         import constriction
+
+        from shazip.match import MatchModel  # (numba: imported only when the model runs)
 
         self._ensure_engine()
         assert self.engine is not None
@@ -204,15 +225,17 @@ class ModelCoder:
         grid[:n] = np.frombuffer(raw, dtype=np.uint8)
         columns = np.ascontiguousarray(grid.reshape(lanes, run).T)  # columns[t] = byte t of every lane
         coder_symbols = columns.astype(np.int32)  # the coder's dtype, converted once per frame, not per step
+        matcher = MatchModel(columns, run, full, rest)
         family = self._coder_model()
         encoder = constriction.stream.queue.RangeEncoder()
         done = 0
         for t in range(run):
             active = full + (1 if t < rest else 0)
             symbols = columns[t, :active]
-            freqs = self.engine.predict(self.state)
-            encoder.encode(coder_symbols[t, :active], family, self._probabilities(freqs, active))
+            tables = matcher.tables(self.engine.predict(self.state), active)
+            encoder.encode(coder_symbols[t, :active], family, tables)
             self.engine.advance(self.state, symbols)
+            matcher.update(t, active)
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 progress(done)
@@ -224,14 +247,40 @@ class ModelCoder:
         raw_size: int,
         lanes: int,
         index: int,
+        flags: int = 0,
         progress: Callable[[int], None] | None = None,
     ) -> bytes:
+        size = raw_size
+        if flags & FrameFlag.CRLF_AS_LF:
+            (size,) = _U32.unpack_from(payload)
+            payload = payload[_U32.size :]
+            if not 1 <= size <= raw_size or not payload:
+                raise ChecksumError(f"corrupt frame {index} (model text size)")
+        report = None if progress is None else (lambda done: progress(done * raw_size // size))
+        text = self._decode_bytes(payload, size, lanes, index, bool(flags & FrameFlag.MATCH_MODEL), report)
+        raw = text.replace(b"\n", b"\r\n") if flags & FrameFlag.CRLF_AS_LF else text
+        if len(raw) != raw_size:
+            raise ChecksumError(f"corrupt frame {index} (model frame size)")
+        return raw
+
+    def _decode_bytes(
+        self,
+        payload: bytes,
+        raw_size: int,
+        lanes: int,
+        index: int,
+        match: bool,
+        progress: Callable[[int], None] | None,
+    ) -> bytes:
         import constriction
+
+        from shazip.match import MatchModel
 
         self._ensure_engine()
         assert self.engine is not None
         run, full, rest = lane_layout(raw_size, lanes)
         grid = np.zeros((run, lanes), dtype=np.uint8)  # grid[t] = byte t of every lane
+        matcher = MatchModel(grid, run, full, rest) if match else None
         family = self._coder_model()
         decoder = constriction.stream.queue.RangeDecoder(
             np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -240,17 +289,27 @@ class ModelCoder:
         for t in range(run):
             active = full + (1 if t < rest else 0)
             freqs = self.engine.predict(self.state)
+            tables = matcher.tables(freqs, active) if matcher else self._probabilities(freqs, active)
             try:
-                symbols = decoder.decode(family, self._probabilities(freqs, active))
+                symbols = decoder.decode(family, tables)
             except Exception as e:  # a corrupt payload can drive the decoder past its data
                 raise ChecksumError(f"corrupt frame {index} (model payload: {e})") from None
             symbols = np.asarray(symbols).astype(np.uint8)
             grid[t, :active] = symbols
             self.engine.advance(self.state, symbols)
+            if matcher:
+                matcher.update(t, active)
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 progress(done)
         return grid.T.reshape(-1)[:raw_size].tobytes()
+
+
+def crlf_as_lf_applies(raw: bytes) -> bool:
+    """True for text whose every LF follows a CR (Windows line ends): then CR LF -> LF is undone exactly by
+    LF -> CR LF (a CR not followed by LF stays as it is)."""
+    crlf = raw.count(b"\r\n")
+    return crlf > 0 and raw.count(b"\n") == crlf
 
 
 class StreamEncoder:
@@ -428,9 +487,9 @@ class StreamEncoder:
         lanes = self.header.lanes
         before = self.coder.snapshot()
         base = self.raw_total
-        payload = self.coder.encode(raw, lanes, lambda done: self._report(base + done))
+        payload, flags = self.coder.encode(raw, lanes, lambda done: self._report(base + done))
         if len(payload) < len(best[1]):
-            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes, crc32(payload)), payload
+            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes, crc32(payload), flags), payload
         # The model lost to stored/zstd: the decoder will not run the model on this frame, so the lanes
         # must look as if the encoder had not either.
         self.coder.restore(before)
@@ -533,7 +592,7 @@ class StreamDecoder:
             if self.progress is not None:
                 self.progress(base_raw + done, base_coded)
 
-        return self.coder.decode(payload, frame.raw_size, frame.lanes, index, report)
+        return self.coder.decode(payload, frame.raw_size, frame.lanes, index, frame.flags, report)
 
 
 def check_model(header: StreamHeader, model: Any) -> None:

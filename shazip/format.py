@@ -19,7 +19,7 @@ import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import BinaryIO
 
 MAGIC = b"\x89SHZ\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CR LF, ^Z and LF catch mangled transfers
@@ -50,6 +50,18 @@ class Method(IntEnum):
     ZSTD = 2  # payload = one zstd frame (level chosen by the encoder)
     MODEL = 3  # payload = range-coder words (uint32 LE) driven by the model, `lanes` lanes
     END = 0xFF  # not a frame: the end-of-stream marker that starts the footer
+
+
+class FrameFlag(IntFlag):
+    """Options of a model frame (docs/format.md); other methods have none."""
+
+    CRLF_AS_LF = 0x01  # the model coded the frame with every CR LF as LF; payload starts with that size
+    MATCH_MODEL = 0x02  # the engine's tables were mixed with the match model (shazip/match.py)
+
+
+KNOWN_FRAME_FLAGS = int(
+    FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL
+)  # (int: ~ on a flag keeps only known bits)
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -169,10 +181,17 @@ class FrameHeader:
     # CRC-32 of the payload: corruption is found before any model time is spent, and a flipped bit the
     # range decoder would not notice (its last word has slack) is still an error.
     coded_crc32: int = 0
+    flags: int = 0  # FrameFlag bits, model frames only
 
     def to_bytes(self) -> bytes:
         body = _FRAME.pack(
-            self.method, 0, self.lanes, self.raw_size, self.coded_size, self.raw_crc32, self.coded_crc32
+            self.method,
+            self.flags,
+            self.lanes,
+            self.raw_size,
+            self.coded_size,
+            self.raw_crc32,
+            self.coded_crc32,
         )
         return body + _U32.pack(crc32(body))
 
@@ -184,6 +203,13 @@ class FrameHeader:
 
         if not 1 <= self.raw_size <= header.frame_size:
             raise bad(f"raw size {self.raw_size} outside 1..{header.frame_size}")
+        if self.flags & ~KNOWN_FRAME_FLAGS:
+            raise FormatError(
+                f"frame {index} uses options this shazip does not know (flags 0x{self.flags:02x}):"
+                " written by a newer shazip?"
+            )
+        if self.flags and self.method != Method.MODEL:
+            raise bad("flags set on a frame that is not a model frame")
         if self.method == Method.STORED:
             if self.coded_size != self.raw_size or self.lanes != 0:
                 raise bad("stored frame with coded size != raw size or lanes != 0")
@@ -230,13 +256,11 @@ def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
     method, flags, lanes, raw_size, coded_size, raw_crc, coded_crc = _FRAME.unpack(first[: _FRAME.size])
     if crc32(first[: _FRAME.size]) != _U32.unpack(first[_FRAME.size :])[0]:
         raise ChecksumError(f"corrupt frame {index} (header checksum)")
-    if flags:
-        raise FormatError(f"corrupt frame {index} (reserved flags set)")
     try:
         method = Method(method)
     except ValueError:
         raise FormatError(f"corrupt frame {index} (unknown method {method})") from None
-    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes, coded_crc)
+    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes, coded_crc, flags)
 
 
 def read_exact(stream: BinaryIO, n: int, what: str, allow_empty: bool = False) -> bytes:

@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shazip.codec import (
     MIN_LANE_BYTES,
@@ -21,7 +23,7 @@ from shazip.codec import (
     choose_lanes,
     lane_layout,
 )
-from shazip.format import Method, ModelMismatchError, scan
+from shazip.format import FrameFlag, Method, ModelMismatchError, scan
 
 
 class ToyState:
@@ -211,11 +213,42 @@ def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
     parts = [StreamHeader(4, 1000, model.model_id, model.name).to_bytes()]
     hasher = content_hasher()
     for raw, lanes in zip(frames, [4, 2, 3], strict=True):
-        payload = coder.encode(raw, lanes)
+        payload, flags = coder.encode(raw, lanes)
         parts += [
-            FrameHeader(Method.MODEL, len(raw), len(payload), crc32(raw), lanes, crc32(payload)).to_bytes()
+            FrameHeader(
+                Method.MODEL, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags
+            ).to_bytes()
         ]
         parts.append(payload)
         hasher.update(raw)
     parts.append(Footer(3, sum(map(len, frames)), hasher.digest()).to_bytes())
     assert toy_decompress(b"".join(parts)) == b"".join(frames)
+
+
+def test_crlf_as_lf_applies_only_when_every_lf_follows_a_cr():
+    from shazip.codec import crlf_as_lf_applies
+
+    assert crlf_as_lf_applies(b"a\r\nb\r\n")
+    assert crlf_as_lf_applies(b"a\r\r\nb\rc\r\n")  # lone CRs stay as they are
+    assert not crlf_as_lf_applies(b"a\r\nb\n")  # a bare LF: LF -> CR LF would not undo it
+    assert not crlf_as_lf_applies(b"plain\ntext\n")
+    assert not crlf_as_lf_applies(b"no line ends\r")
+
+
+def test_crlf_text_is_coded_as_lf_text_and_restored():
+    data = text(30000, seed=3).replace(b"\n", b"\r\n")
+    packed = toy_compress(data, strategy="model", frame_size=8192)
+    model_frames = [f for f in scan(io.BytesIO(packed)).frames if f.method == Method.MODEL]
+    assert model_frames and all(f.flags & FrameFlag.CRLF_AS_LF for f in model_frames)
+    assert all(f.flags & FrameFlag.MATCH_MODEL for f in model_frames)
+    assert toy_decompress(packed) == data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"b", b"\r", b"\n", b"\r\n", b"\r\n"]), max_size=600).map(b"".join),
+    frame_size=st.integers(3, 200),
+)
+def test_round_trip_of_any_mix_of_line_ends(data: bytes, frame_size: int) -> None:
+    packed = toy_compress(data, strategy="model", frame_size=frame_size, lanes=2)
+    assert toy_decompress(packed) == data

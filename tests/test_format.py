@@ -18,6 +18,7 @@ from shazip.format import (
     ChecksumError,
     Footer,
     FormatError,
+    FrameFlag,
     FrameHeader,
     Method,
     StreamHeader,
@@ -122,6 +123,19 @@ def test_frame_header_round_trip_and_validation():
     for bad in bad_frames:
         with pytest.raises(FormatError, match="corrupt frame 3"):
             bad.validate(h, 3)
+
+
+def test_frame_flags_round_trip_and_are_checked():
+    h = header()
+    known = FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL
+    frame = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, coded_crc32=2, flags=known)
+    assert read_block(io.BytesIO(frame.to_bytes()), 1) == frame
+    frame.validate(h, 1)
+    newer = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, flags=0x04)
+    with pytest.raises(FormatError, match="newer shazip"):
+        read_block(io.BytesIO(newer.to_bytes()), 2).validate(h, 2)
+    with pytest.raises(FormatError, match="corrupt frame 5 .flags set on a frame that is not a model frame"):
+        FrameHeader(Method.ZSTD, 100, 50, 1, flags=FrameFlag.MATCH_MODEL).validate(h, 5)
 
 
 def test_frame_header_errors():
