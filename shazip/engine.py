@@ -21,9 +21,10 @@ device:
 
 Two implementations of the same formulas: this torch module (the reference; runs on CPU and CUDA) and
 the numba kernels in `shazip._kernels` (fast CPU path: GEMMs by an int16 multiply-add-pairs kernel on
-packed weights, AVX2 `vpmaddwd` where available; everything else fused per block stage; with several
-threads, groups of lanes stepped on separate threads, or kernels parallel over lanes when there are few
-lanes and torch has several threads). Tests prove them bit-identical.
+packed weights, AVX2 `vpmaddwd` where available; everything else fused per block stage; a whole step of
+a lane group in one compiled call that releases the GIL, `_kernels.step_group`; with several threads,
+groups of lanes stepped on separate threads, or kernels parallel over lanes when there are few lanes and
+torch has several threads). Tests prove them bit-identical.
 
 Speed notes: block 0's input GEMM depends only on the input byte, so it is computed once for all 256
 bytes at load time. Weights: int8, symmetric, one scale per output channel; activations entering a GEMM:
