@@ -51,6 +51,20 @@ def _clamp(v: int, lo: int, hi: int) -> int:
 
 
 @njit(**_opts)
+def _floor_div(a: int, b: int, inv: float) -> int:
+    """a // b (floor) for |a| < 2**50 and 0 < b < 2**50, inv = 1.0 / b: the float64 estimate a * inv is
+    within 1 of a / b (relative error < 2**-51, |a / b| < 2**50), so truncating it is off by at most one
+    and the remainder check makes it exact. Several times faster than an int64 division."""
+    q = np.int64(np.float64(a) * inv)
+    rest = a - q * b
+    if rest < 0:
+        q -= 1
+    elif rest >= b:
+        q += 1
+    return q
+
+
+@njit(**_opts)
 def _ln_row(x, eps: int, n) -> None:
     """Q12 normalised values of one row x (ints) into n (int64)."""
     d = x.shape[0]
@@ -85,44 +99,43 @@ def ln_two(x, eps, g1, b1, lim1, out1, g2, b2, lim2, out2) -> None:
 
 
 def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs, mid) -> None:
-    """Gates from both GEMMs, cell update, h (int8 state and residual contribution) for k lanes."""
+    """Gates from both GEMMs, cell update, h (int8 state and residual contribution) for k lanes.
+
+    Arithmetic and table lookups are in separate loops: LLVM vectorises the arithmetic ones (with int32
+    multipliers mx, mh it multiplies by vpmuldq) but not a loop with a lookup in it.
+    """
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
     for r in prange(k):
+        z = np.empty(4 * d, dtype=np.int32)  # table index of each gate pre-activation
+        gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
+        at = np.empty(d, dtype=np.int32)  # table index of the new cell value
+        tc = np.empty(d, dtype=np.int32)  # tanh of the new cell value, Q15
         ax = acc_x[r]
         ah = acc_h[r]
+        for c in range(4 * d):
+            v = (np.int64(ax[c]) * mx[c] + np.int64(ah[c]) * mh[c] + zb[c]) >> zs
+            z[c] = min(max(v, -GATE_RANGE), GATE_RANGE - 1) + GATE_RANGE
         for c in range(d):
-            zi = _clamp(
-                (np.int64(ax[c]) * mx[c] + np.int64(ah[c]) * mh[c] + zb[c]) >> zs, -GATE_RANGE, GATE_RANGE - 1
-            )
-            c1 = c + d
-            zf = _clamp(
-                (np.int64(ax[c1]) * mx[c1] + np.int64(ah[c1]) * mh[c1] + zb[c1]) >> zs,
-                -GATE_RANGE,
-                GATE_RANGE - 1,
-            )
-            c2 = c1 + d
-            zg = _clamp(
-                (np.int64(ax[c2]) * mx[c2] + np.int64(ah[c2]) * mh[c2] + zb[c2]) >> zs,
-                -GATE_RANGE,
-                GATE_RANGE - 1,
-            )
-            c3 = c2 + d
-            zo = _clamp(
-                (np.int64(ax[c3]) * mx[c3] + np.int64(ah[c3]) * mh[c3] + zb[c3]) >> zs,
-                -GATE_RANGE,
-                GATE_RANGE - 1,
-            )
-            ig = np.int64(sig[zi + GATE_RANGE])
-            fg = np.int64(sig[zf + GATE_RANGE])
-            gg = np.int64(tanh[zg + GATE_RANGE])
-            og = np.int64(sig[zo + GATE_RANGE])
-            cv = _clamp((fg * np.int64(cell[r, c]) + ig * gg + half) >> ACT_Q, -CELL_MAX, CELL_MAX)
-            cell[r, c] = cv
-            tc = np.int64(tanh[_clamp((cv + 16) >> 5, -GATE_RANGE, GATE_RANGE - 1) + GATE_RANGE])
-            hp = og * tc
-            h8[r, c] = (hp * INT8_MAX + (np.int64(1) << 29)) >> 30
-            mid[r, c] = _clamp(np.int64(res[r, c]) + ((hp * hm + hb) >> hs), -RES_MAX, RES_MAX)
+            gate[c] = sig[z[c]]
+            gate[c + d] = sig[z[c + d]]
+            gate[c + 2 * d] = tanh[z[c + 2 * d]]
+            gate[c + 3 * d] = sig[z[c + 3 * d]]
+        cr = cell[r]
+        for c in range(d):
+            cv = np.int64(gate[c + d]) * np.int64(cr[c]) + np.int64(gate[c]) * np.int64(gate[c + 2 * d])
+            cv = min(max((cv + half) >> ACT_Q, -CELL_MAX), CELL_MAX)
+            cr[c] = cv
+            at[c] = min(max((cv + 16) >> 5, -GATE_RANGE), GATE_RANGE - 1) + GATE_RANGE  # Q15 -> Q10
+        for c in range(d):
+            tc[c] = tanh[at[c]]
+        hr = h8[r]
+        rr = res[r]
+        mr = mid[r]
+        for c in range(d):
+            hp = np.int64(gate[c + 3 * d]) * np.int64(tc[c])  # Q30
+            hr[c] = (hp * INT8_MAX + (np.int64(1) << 29)) >> 30
+            mr[c] = min(max(np.int64(rr[c]) + ((hp * hm + hb) >> hs), -RES_MAX), RES_MAX)
 
 
 def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, written, mid8, attres) -> None:
@@ -320,8 +333,9 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
                 key = ring[r, j]
                 for c in range(d):
                     acc[c] += w * key[c]
+        inv_total = 1.0 / np.float64(total)
         for c in range(d):
-            avg = (acc[c] << ATT_AVG_Q) // total
+            avg = _floor_div(acc[c] << ATT_AVG_Q, total, inv_total)  # (|acc| << 8 < 2**50: see engine)
             out[r, c] = _clamp(np.int64(attres[r, c]) + ((avg * aom[c] + aob) >> aos), -RES_MAX, RES_MAX)
 
 
@@ -371,8 +385,9 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
             e[c] = exp_lut[_clamp(top - logit[c], 0, LOGIT_EXP_SIZE - 1)]
             total += e[c]
         used = np.int64(0)
+        inv_total = 1.0 / np.float64(total)
         for c in range(v):
-            f = 1 + (e[c] * spread) // total
+            f = 1 + _floor_div(e[c] * spread, total, inv_total)  # (e * spread < 2**20 * 2**24)
             freqs[r, c] = f
             used += f
         freqs[r, arg] += table_total - used

@@ -232,6 +232,11 @@ class Engine:
         if backend == "numba":
             # numba reads the stored (narrow) integer dtypes directly: small tables stay in cache.
             self.n = {k: np.ascontiguousarray(v) for k, v in self.model.tensors.items()}
+            # The LSTM gate multipliers as int32 when every block's fit (the same integers: products are
+            # still formed in int64), so that the vectorised gate loop multiplies by vpmuldq.
+            gate_m = [k for k in self.n if k.rsplit(".", 1)[-1] in ("z_mx", "z_mh")]
+            if all(np.abs(self.n[k]).max() < 1 << 31 for k in gate_m):
+                self.n.update({k: self.n[k].astype(np.int32) for k in gate_m})
             self.n["b0.wih_byte_table"] = self.t["b0.wih_byte_table"].numpy()
             from shazip import _kernels
 
@@ -250,6 +255,14 @@ class Engine:
                 for i in range(self.cfg.n_blocks)
                 if f"b{i}.att_exp_lut" in self.n
             }
+            # The kernels' divisions (attention average, output table) are exact for numerators below
+            # 2**50 (_kernels._floor_div); with int16 exp tables that holds for windows up to ~2**20.
+            numerators = [int(np.abs(self.n["logit_exp_lut"]).max()) * TABLE_TOTAL]
+            for i in self._narrow_attention_sum:
+                weights = int(np.abs(self.n[f"b{i}.att_exp_lut"]).max())
+                numerators.append((weights * INT8_MAX * slots) << ATT_AVG_Q)
+            if max(numerators) >= 1 << 50:
+                raise ValueError("model outside the numba backend's exact range (exp tables or window)")
             self._fused = self._fused_params()
 
     def _fused_params(self) -> tuple | None:

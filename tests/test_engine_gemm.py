@@ -149,3 +149,18 @@ def test_attention_scores_kernel_equals_int64() -> None:
             out = np.zeros(21, dtype=np.int32)
             all_scores(q, ring, r, 21, out)
             np.testing.assert_array_equal(out, expected[r])
+
+
+def test_floor_div_equals_integer_division() -> None:
+    # random numerators and divisors up to the stated range, both signs, exact multiples and the values
+    # next to them (where the float estimate is most likely to round across an integer)
+    rng = np.random.default_rng(5)
+    b = rng.integers(1, 1 << 50, 2000, dtype=np.int64)
+    b[:500] = rng.integers(1, 1 << 24, 500)
+    q = rng.integers(-(1 << 26), 1 << 26, 2000, dtype=np.int64)
+    a = np.clip(q * b, -(1 << 50) + 1, (1 << 50) - 1)
+    cases = [(int(x + t), int(y)) for x, y in zip(a, b, strict=True) for t in (-1, 0, 1)]
+    cases += [(int(x), int(y)) for x, y in zip(rng.integers(-(1 << 50) + 1, 1 << 50, 2000), b, strict=True)]
+    cases += [((1 << 50) - 1, 1), (-(1 << 50) + 1, 1), ((1 << 50) - 1, (1 << 50) - 1), (0, 7), (-1, 3)]
+    for x, y in cases:
+        assert _kernels._floor_div(x, y, 1.0 / y) == x // y, (x, y)
