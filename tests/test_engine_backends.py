@@ -36,6 +36,8 @@ def test_attention_sum_int64_fallback_equals_int32(fixture_model_path: Path) -> 
     wide = Engine(fixture_model_path, backend="numba")
     assert all(narrow._narrow_attention_sum.values())
     wide._narrow_attention_sum = dict.fromkeys(wide._narrow_attention_sum, False)
+    wide._fused = wide._fused_params()  # (the one-call step takes the setting from there)
+    assert not any(block.narrow_sum for block in wide._fused[0])
     seq = text_lanes(9, 2 * narrow.cfg.memory, offset=70000)
     np.testing.assert_array_equal(run_tables(wide, seq), run_tables(narrow, seq))
 
