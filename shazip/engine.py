@@ -284,7 +284,7 @@ class Engine:
                 "attention": i == self.attn_index,
                 "narrow_sum": self._narrow_attention_sum.get(i, False),
             }
-            for f in fields[2:]:
+            for f in fields[2:]:  # (after the two flags above)
                 if f in GEMM_WEIGHTS:
                     values[f] = self.packed.get(p + f)  # (block 0's wih: None, it uses the byte table)
                 elif p + f in n:
