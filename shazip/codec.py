@@ -201,8 +201,9 @@ class ModelCoder:
         self, raw: bytes, lanes: int, progress: Callable[[int], None] | None = None
     ) -> tuple[bytes, int]:
         """One model frame: (payload, FrameFlag bits). Text with CR LF line ends is coded as LF text (the
-        model was trained on LF text; the decoder puts the CRs back), and the match model is always on."""
-        flags = FrameFlag.MATCH_MODEL
+        model was trained on LF text; the decoder puts the CRs back); the match model and the context counts
+        are always on."""
+        flags = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS
         text, prefix = raw, b""
         if crlf_as_lf_applies(raw):
             text = raw.replace(b"\r\n", b"\n")
@@ -210,12 +211,12 @@ class ModelCoder:
             prefix = _U32.pack(len(text))
         n = len(text)
         report = None if progress is None else (lambda done: progress(done * len(raw) // n))
-        return prefix + self._encode_bytes(text, lanes, report), int(flags)
+        return prefix + self._encode_bytes(text, lanes, int(flags), report), int(flags)
 
-    def _encode_bytes(self, raw: bytes, lanes: int, progress: Callable[[int], None] | None) -> bytes:
+    def _encode_bytes(
+        self, raw: bytes, lanes: int, flags: int, progress: Callable[[int], None] | None
+    ) -> bytes:
         import constriction
-
-        from shazip.match import MatchModel  # (numba: imported only when the model runs)
 
         self._ensure_engine()
         assert self.engine is not None
@@ -225,17 +226,17 @@ class ModelCoder:
         grid[:n] = np.frombuffer(raw, dtype=np.uint8)
         columns = np.ascontiguousarray(grid.reshape(lanes, run).T)  # columns[t] = byte t of every lane
         coder_symbols = columns.astype(np.int32)  # the coder's dtype, converted once per frame, not per step
-        matcher = MatchModel(columns, run, full, rest)
+        in_file = InFileModels(columns, run, full, rest, flags)
         family = self._coder_model()
         encoder = constriction.stream.queue.RangeEncoder()
         done = 0
         for t in range(run):
             active = full + (1 if t < rest else 0)
             symbols = columns[t, :active]
-            tables = matcher.tables(self.engine.predict(self.state), active)
+            tables = in_file.tables(t, self.engine.predict(self.state), active)
             encoder.encode(coder_symbols[t, :active], family, tables)
             self.engine.advance(self.state, symbols)
-            matcher.update(t, active)
+            in_file.update(t, active)
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 progress(done)
@@ -257,7 +258,7 @@ class ModelCoder:
             if not 1 <= size <= raw_size or not payload:
                 raise ChecksumError(f"corrupt frame {index} (model text size)")
         report = None if progress is None else (lambda done: progress(done * raw_size // size))
-        text = self._decode_bytes(payload, size, lanes, index, bool(flags & FrameFlag.MATCH_MODEL), report)
+        text = self._decode_bytes(payload, size, lanes, index, flags, report)
         raw = text.replace(b"\n", b"\r\n") if flags & FrameFlag.CRLF_AS_LF else text
         if len(raw) != raw_size:
             raise ChecksumError(f"corrupt frame {index} (model frame size)")
@@ -269,18 +270,16 @@ class ModelCoder:
         raw_size: int,
         lanes: int,
         index: int,
-        match: bool,
+        flags: int,
         progress: Callable[[int], None] | None,
     ) -> bytes:
         import constriction
-
-        from shazip.match import MatchModel
 
         self._ensure_engine()
         assert self.engine is not None
         run, full, rest = lane_layout(raw_size, lanes)
         grid = np.zeros((run, lanes), dtype=np.uint8)  # grid[t] = byte t of every lane
-        matcher = MatchModel(grid, run, full, rest) if match else None
+        in_file = InFileModels(grid, run, full, rest, flags)
         family = self._coder_model()
         decoder = constriction.stream.queue.RangeDecoder(
             np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -289,7 +288,7 @@ class ModelCoder:
         for t in range(run):
             active = full + (1 if t < rest else 0)
             freqs = self.engine.predict(self.state)
-            tables = matcher.tables(freqs, active) if matcher else self._probabilities(freqs, active)
+            tables = in_file.tables(t, freqs, active)
             try:
                 symbols = decoder.decode(family, tables)
             except Exception as e:  # a corrupt payload can drive the decoder past its data
@@ -297,12 +296,38 @@ class ModelCoder:
             symbols = np.asarray(symbols).astype(np.uint8)
             grid[t, :active] = symbols
             self.engine.advance(self.state, symbols)
-            if matcher:
-                matcher.update(t, active)
+            in_file.update(t, active)
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 progress(done)
         return grid.T.reshape(-1)[:raw_size].tobytes()
+
+
+class InFileModels:
+    """The models that learn from the frame itself, as a model frame's flags ask: the engine's tables go
+    through the match model, then the context counts, to the coder. Lives for one frame; `grid[t, lane]`
+    is byte t of each lane (filled up front by the encoder, step by step by the decoder)."""
+
+    def __init__(self, grid: np.ndarray, run: int, full: int, rest: int, flags: int) -> None:
+        # (numba kernels: imported only when the model runs)
+        from shazip.context_counts import ContextCounts
+        from shazip.match import MatchModel
+
+        self.match = MatchModel(grid, run, full, rest) if flags & FrameFlag.MATCH_MODEL else None
+        self.counts = ContextCounts(grid) if flags & FrameFlag.CONTEXT_COUNTS else None
+
+    def tables(self, t: int, freqs: np.ndarray, active: int) -> np.ndarray:
+        """Step t's tables for the coder: float64 [active, 256], exact integers (see _probabilities)."""
+        rows = freqs if self.match is None else self.match.tables(freqs, active)
+        if self.counts is not None:
+            return self.counts.tables(t, rows, active)
+        return ModelCoder._probabilities(rows, active)
+
+    def update(self, t: int, active: int) -> None:
+        if self.match is not None:
+            self.match.update(t, active)
+        if self.counts is not None:
+            self.counts.update(t, active)
 
 
 def crlf_as_lf_applies(raw: bytes) -> bool:

@@ -57,11 +57,11 @@ class FrameFlag(IntFlag):
 
     CRLF_AS_LF = 0x01  # the model coded the frame with every CR LF as LF; payload starts with that size
     MATCH_MODEL = 0x02  # the engine's tables were mixed with the match model (shazip/match.py)
+    CONTEXT_COUNTS = 0x04  # then blended with the frame's context counts (shazip/context_counts.py)
 
 
-KNOWN_FRAME_FLAGS = int(
-    FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL
-)  # (int: ~ on a flag keeps only known bits)
+# (an int: ~ on a flag would keep only the known bits)
+KNOWN_FRAME_FLAGS = int(FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS)
 
 
 # --- errors -------------------------------------------------------------------------------------------

@@ -75,10 +75,10 @@ def _bucket(match_len: int, predicted: int) -> int:
 
 @njit(**_opts)
 def mix(freqs, active, grid, match_step, match_lane, match_len, hits, counts, predicted, bucket, out):
-    """Tables for the current step of lanes 0..active-1, written to `out` (float64, as the coder takes
-    them): a lane without a match gets the engine's row (`freqs`: int32, entries >= 1) as it is; a lane with
-    one gets a row summing to MIX_TOTAL in which the predicted byte has the estimated probability and the
-    other entries share the rest in proportion to the engine's row, each >= 1."""
+    """Tables for the current step of lanes 0..active-1, written to `out` (int64): a lane without a
+    match gets the engine's row (`freqs`: int32, entries >= 1) as it is; a lane with one gets a row summing
+    to MIX_TOTAL in which the predicted byte has the estimated probability and the other entries share the
+    rest in proportion to the engine's row, each >= 1."""
     for lane in range(active):
         row = freqs[lane]
         predicted[lane] = -1
@@ -183,10 +183,10 @@ class MatchModel:
         self.predicted = np.full(lanes, -1, dtype=np.int64)
         self.bucket = np.zeros(lanes, dtype=np.int64)
         self.table = np.full(1 << HASH_BITS, -1, dtype=np.int32)
-        self.out = np.empty((lanes, 256), dtype=np.float64)
+        self.out = np.empty((lanes, 256), dtype=np.int64)
 
     def tables(self, freqs: np.ndarray, active: int) -> np.ndarray:
-        """The coder's tables (float64 [active, 256], exact integers) for the current step."""
+        """The tables (int64 [active, 256], entries >= 1) for the current step."""
         mix(
             freqs, active, self.grid, self.match_step, self.match_lane, self.match_len, self.hits,
             self.counts, self.predicted, self.bucket, self.out,

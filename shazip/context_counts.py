@@ -1,0 +1,215 @@
+"""Context counts: what this very file has shown so far, blended into the model's tables.
+
+A small pretrained model knows language in general, not the names, spellings and layout of the file in
+hand (a play's speaker tags, a poem's diction, a log's fields). Byte counts of the frame so far in the
+contexts of the last 2, 3, 4 and 6 bytes carry exactly that. Each order turns the table it receives into
+
+    out(x) = (c(x) + A * p(x)) / (n + A)
+
+with p the incoming table (the model's, then each order's output), c(x) the count of byte x after this
+context in the frame so far and n their sum: the model's table is the prior and the counts take over as
+they accumulate. How much to trust the counts (A) depends on the data: in-domain text wants a large A,
+a file full of its own vocabulary a small one. So A is learnt: for each order and each count size
+(bit_length(n)), the code length every candidate A would have given is tracked (an exponentially decaying
+sum) and the best so far is used. Candidate 0 means "leave the table as it is".
+
+Everything is integer (the code lengths through an integer log2 table built with integer arithmetic) and
+sequential in a fixed order, so encoder and decoder compute the same tables on any machine (DESIGN.md
+section 2). As with the match model, the tables of a step are computed for all lanes before any byte of
+that step is known, then the step's bytes update costs and counts. Contexts are each lane's own last
+bytes; the counts are shared by all lanes of the frame. The state lives for one frame.
+
+Frames that use it carry the CONTEXT_COUNTS frame flag (docs/format.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+ORDERS = (2, 3, 4, 6)  # context lengths in bytes
+SLOT_BITS = 16  # contexts per order: order 2 exactly, longer ones hashed (collisions merge contexts)
+CANDIDATES = (0, 1024, 256, 64, 16)  # values of A; 0: the incoming table unchanged
+COUNT_BUCKETS = 17  # bit_length(n), n < 2**16
+ROW_LIMIT = (1 << 16) - 1  # a context's counts are halved when their sum reaches this (uint16 counts)
+TABLE_TOTAL = 1 << 20  # each order's output is rescaled to about this total (entries >= 1)
+COST_DECAY_SHIFT = 5  # code-length sums forget with a factor 1 - 1/32 per use
+LOG_Q = 12  # code lengths in 1/4096 bits
+_LOG_MANTISSA_BITS = 12
+
+_opts = {"cache": True, "nogil": True, "boundscheck": False}
+
+
+def _log2_mantissa_table() -> np.ndarray:
+    """log2(1 + m / 4096) for m < 4096 in Q12, by integer arithmetic only (repeated squaring), so the
+    table is the same on every machine whatever its libm."""
+    one = 1 << 40
+    table = np.empty(1 << _LOG_MANTISSA_BITS, dtype=np.int64)
+    for m in range(1 << _LOG_MANTISSA_BITS):
+        y = one + (m << (40 - _LOG_MANTISSA_BITS))  # 1 <= y < 2 in Q40
+        bits = 0
+        for _ in range(LOG_Q + 4):
+            y = (y * y) >> 40
+            bits <<= 1
+            if y >= 2 * one:
+                y >>= 1
+                bits |= 1
+        table[m] = bits >> 4  # 16 fractional bits computed, 12 kept (floor)
+    return table
+
+
+LOG2_TABLE = _log2_mantissa_table()
+
+
+@njit(**_opts)
+def _log2_q(v, table) -> int:
+    """log2(v) in Q12 for v >= 1 (integer part exact, fraction from the top 12 bits below the leading 1)."""
+    v = np.int64(v)
+    top = 0
+    w = v
+    while w > 1:
+        w >>= 1
+        top += 1
+    if top >= _LOG_MANTISSA_BITS:
+        mantissa = (v >> (top - _LOG_MANTISSA_BITS)) & ((1 << _LOG_MANTISSA_BITS) - 1)
+    else:
+        mantissa = (v << (_LOG_MANTISSA_BITS - top)) & ((1 << _LOG_MANTISSA_BITS) - 1)
+    return (top << LOG_Q) + table[mantissa]
+
+
+@njit(**_opts)
+def _slot(grid, t, lane, order) -> int:
+    """Context slot of the `order` bytes of `lane` before step t (t >= order)."""
+    word = np.uint64(0)
+    for i in range(order):
+        word = (word << np.uint64(8)) | np.uint64(grid[t - 1 - i, lane])
+    if order * 8 <= SLOT_BITS:
+        return np.int64(word)
+    return np.int64((word * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - SLOT_BITS))
+
+
+@njit(**_opts)
+def _bit_length(v) -> int:
+    n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+@njit(**_opts)
+def blend(t, rows, active, grid, orders, candidates, counts, totals, costs, choice, inputs, slots, out):
+    """The tables of step t for lanes 0..active-1: `rows` (int64, entries >= 1) through every order, into
+    `out` (float64, as the coder takes them). Remembers each order's input row, slot and choice for update."""
+    n_values = rows.shape[1]
+    for lane in range(active):
+        row = np.empty(n_values, dtype=np.int64)
+        for x in range(n_values):
+            row[x] = rows[lane, x]
+        for i in range(orders.shape[0]):
+            order = orders[i]
+            slots[lane, i] = -1
+            if t < order:
+                continue
+            slot = _slot(grid, t, lane, order)
+            slots[lane, i] = slot
+            for x in range(n_values):
+                inputs[lane, i, x] = row[x]
+            n = np.int64(totals[i, slot])
+            if n == 0:
+                choice[lane, i] = 0
+                continue
+            bucket = _bit_length(n)
+            best = 0
+            for j in range(1, candidates.shape[0]):
+                if costs[i, bucket, j] < costs[i, bucket, best]:
+                    best = j
+            choice[lane, i] = best
+            if best == 0:
+                continue
+            a = candidates[best]
+            total = np.int64(0)
+            for x in range(n_values):
+                total += row[x]
+            # (c(x) * total + A * row(x)) / ((n + A) * total), rescaled to ~TABLE_TOTAL, each entry >= 1
+            scale = (n + a) * total
+            for x in range(n_values):
+                v = np.int64(counts[i, slot, x]) * total + a * row[x]
+                row[x] = 1 + (v * (TABLE_TOTAL - n_values)) // scale
+        for x in range(n_values):
+            out[lane, x] = row[x]
+
+
+@njit(**_opts)
+def update(t, active, grid, orders, candidates, counts, totals, costs, inputs, slots, table):
+    """After step t's bytes are known: charge every candidate A the code length it would have given (with
+    the counts as they were when the tables were made), then count the step's bytes."""
+    for lane in range(active):
+        x = grid[t, lane]
+        for i in range(orders.shape[0]):
+            slot = slots[lane, i]
+            if slot < 0:
+                continue
+            n = np.int64(totals[i, slot])
+            if n == 0:
+                continue
+            bucket = _bit_length(n)
+            total = np.int64(0)
+            for y in range(inputs.shape[2]):
+                total += inputs[lane, i, y]
+            px = inputs[lane, i, x]
+            cx = np.int64(counts[i, slot, x])
+            for j in range(candidates.shape[0]):
+                a = candidates[j]
+                if a == 0:
+                    cost = _log2_q(total, table) - _log2_q(px, table)
+                else:
+                    cost = _log2_q((n + a) * total, table) - _log2_q(cx * total + a * px, table)
+                costs[i, bucket, j] += cost - (costs[i, bucket, j] >> COST_DECAY_SHIFT)
+    for lane in range(active):
+        x = grid[t, lane]
+        for i in range(orders.shape[0]):
+            slot = slots[lane, i]
+            if slot < 0:
+                continue
+            counts[i, slot, x] += 1
+            totals[i, slot] += 1
+            if totals[i, slot] >= ROW_LIMIT:
+                kept = 0
+                for y in range(counts.shape[2]):
+                    counts[i, slot, y] >>= 1
+                    kept += counts[i, slot, y]
+                totals[i, slot] = kept
+
+
+class ContextCounts:
+    """The context counts of one frame, over the step-major `grid` the codec keeps (see MatchModel).
+    Per step: `tables(t, rows, active)` before the step's bytes are coded, `update(t, active)` after."""
+
+    def __init__(self, grid: np.ndarray) -> None:
+        lanes = grid.shape[1]
+        k = len(ORDERS)
+        self.grid = grid
+        self.orders = np.array(ORDERS, dtype=np.int64)
+        self.candidates = np.array(CANDIDATES, dtype=np.int64)
+        self.counts = np.zeros((k, 1 << SLOT_BITS, 256), dtype=np.uint16)  # (pages filled as contexts occur)
+        self.totals = np.zeros((k, 1 << SLOT_BITS), dtype=np.int32)
+        self.costs = np.zeros((k, COUNT_BUCKETS + 1, len(CANDIDATES)), dtype=np.int64)
+        self.choice = np.zeros((lanes, k), dtype=np.int64)
+        self.inputs = np.zeros((lanes, k, 256), dtype=np.int64)
+        self.slots = np.full((lanes, k), -1, dtype=np.int64)
+        self.out = np.empty((lanes, 256), dtype=np.float64)
+
+    def tables(self, t: int, rows: np.ndarray, active: int) -> np.ndarray:
+        """The coder's tables (float64 [active, 256], exact integers) for step t."""
+        blend(
+            t, rows, active, self.grid, self.orders, self.candidates, self.counts, self.totals, self.costs,
+            self.choice, self.inputs, self.slots, self.out,
+        )  # fmt: skip
+        return self.out[:active]
+
+    def update(self, t: int, active: int) -> None:
+        update(
+            t, active, self.grid, self.orders, self.candidates, self.counts, self.totals, self.costs,
+            self.inputs, self.slots, LOG2_TABLE,
+        )  # fmt: skip
