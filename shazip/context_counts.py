@@ -62,14 +62,35 @@ LOG2_TABLE = _log2_mantissa_table()
 
 
 @njit(**_opts)
+def _bit_length(v) -> int:
+    """Number of bits of 0 <= v < 2**63 (a binary search: this runs ~40 times per lane and step)."""
+    n = 0
+    if v >= 1 << 32:
+        v >>= 32
+        n += 32
+    if v >= 1 << 16:
+        v >>= 16
+        n += 16
+    if v >= 1 << 8:
+        v >>= 8
+        n += 8
+    if v >= 1 << 4:
+        v >>= 4
+        n += 4
+    if v >= 1 << 2:
+        v >>= 2
+        n += 2
+    if v >= 1 << 1:
+        v >>= 1
+        n += 1
+    return n + v
+
+
+@njit(**_opts)
 def _log2_q(v, table) -> int:
-    """log2(v) in Q12 for v >= 1 (integer part exact, fraction from the top 12 bits below the leading 1)."""
+    """log2(v) in Q12 for v >= 1 (integer part exact, fraction from the 12 bits below the leading 1)."""
     v = np.int64(v)
-    top = 0
-    w = v
-    while w > 1:
-        w >>= 1
-        top += 1
+    top = _bit_length(v) - 1
     if top >= _LOG_MANTISSA_BITS:
         mantissa = (v >> (top - _LOG_MANTISSA_BITS)) & ((1 << _LOG_MANTISSA_BITS) - 1)
     else:
@@ -89,23 +110,20 @@ def _slot(grid, t, lane, order) -> int:
 
 
 @njit(**_opts)
-def _bit_length(v) -> int:
-    n = 0
-    while v > 0:
-        v >>= 1
-        n += 1
-    return n
+def blend(t, rows, active, grid, orders, candidates, counts, totals, costs, inputs, input_totals, slots, out):
+    """The tables of step t for lanes 0..active-1: `rows` (entries >= 1) through every order, into `out`
+    (float64, as the coder takes them). Keeps each order's input row and its sum, and the slot, for update.
 
-
-@njit(**_opts)
-def blend(t, rows, active, grid, orders, candidates, counts, totals, costs, choice, inputs, slots, out):
-    """The tables of step t for lanes 0..active-1: `rows` (int64, entries >= 1) through every order, into
-    `out` (float64, as the coder takes them). Remembers each order's input row, slot and choice for update."""
+    The blend (c(x) * S + A * r(x)) / ((n + A) * S) is scaled to ~TABLE_TOTAL with one division per row:
+    1 + (v * mult >> 40), v = c(x) * S + A * r(x), mult = ((TABLE_TOTAL - 256) << 40) // ((n + A) * S):
+    exact integer arithmetic (v <= (n + A) * S, so v * mult <= 2**60)."""
     n_values = rows.shape[1]
+    row = np.empty(n_values, dtype=np.int64)
     for lane in range(active):
-        row = np.empty(n_values, dtype=np.int64)
+        total = np.int64(0)
         for x in range(n_values):
             row[x] = rows[lane, x]
+            total += row[x]
         for i in range(orders.shape[0]):
             order = orders[i]
             slots[lane, i] = -1
@@ -113,35 +131,33 @@ def blend(t, rows, active, grid, orders, candidates, counts, totals, costs, choi
                 continue
             slot = _slot(grid, t, lane, order)
             slots[lane, i] = slot
+            input_totals[lane, i] = total
             for x in range(n_values):
                 inputs[lane, i, x] = row[x]
             n = np.int64(totals[i, slot])
             if n == 0:
-                choice[lane, i] = 0
                 continue
             bucket = _bit_length(n)
             best = 0
             for j in range(1, candidates.shape[0]):
                 if costs[i, bucket, j] < costs[i, bucket, best]:
                     best = j
-            choice[lane, i] = best
             if best == 0:
                 continue
             a = candidates[best]
-            total = np.int64(0)
-            for x in range(n_values):
-                total += row[x]
-            # (c(x) * total + A * row(x)) / ((n + A) * total), rescaled to ~TABLE_TOTAL, each entry >= 1
-            scale = (n + a) * total
+            mult = (np.int64(TABLE_TOTAL - n_values) << 40) // ((n + a) * total)
+            new_total = np.int64(0)
             for x in range(n_values):
                 v = np.int64(counts[i, slot, x]) * total + a * row[x]
-                row[x] = 1 + (v * (TABLE_TOTAL - n_values)) // scale
+                row[x] = 1 + ((v * mult) >> 40)
+                new_total += row[x]
+            total = new_total
         for x in range(n_values):
             out[lane, x] = row[x]
 
 
 @njit(**_opts)
-def update(t, active, grid, orders, candidates, counts, totals, costs, inputs, slots, table):
+def update(t, active, grid, orders, candidates, counts, totals, costs, inputs, input_totals, slots, table):
     """After step t's bytes are known: charge every candidate A the code length it would have given (with
     the counts as they were when the tables were made), then count the step's bytes."""
     for lane in range(active):
@@ -154,17 +170,16 @@ def update(t, active, grid, orders, candidates, counts, totals, costs, inputs, s
             if n == 0:
                 continue
             bucket = _bit_length(n)
-            total = np.int64(0)
-            for y in range(inputs.shape[2]):
-                total += inputs[lane, i, y]
-            px = inputs[lane, i, x]
+            total = input_totals[lane, i]
+            px = np.int64(inputs[lane, i, x])
             cx = np.int64(counts[i, slot, x])
+            log_total = _log2_q(total, table)
             for j in range(candidates.shape[0]):
                 a = candidates[j]
                 if a == 0:
-                    cost = _log2_q(total, table) - _log2_q(px, table)
+                    cost = log_total - _log2_q(px, table)
                 else:
-                    cost = _log2_q((n + a) * total, table) - _log2_q(cx * total + a * px, table)
+                    cost = _log2_q(n + a, table) + log_total - _log2_q(cx * total + a * px, table)
                 costs[i, bucket, j] += cost - (costs[i, bucket, j] >> COST_DECAY_SHIFT)
     for lane in range(active):
         x = grid[t, lane]
@@ -195,8 +210,8 @@ class ContextCounts:
         self.counts = np.zeros((k, 1 << SLOT_BITS, 256), dtype=np.uint16)  # (pages filled as contexts occur)
         self.totals = np.zeros((k, 1 << SLOT_BITS), dtype=np.int32)
         self.costs = np.zeros((k, COUNT_BUCKETS + 1, len(CANDIDATES)), dtype=np.int64)
-        self.choice = np.zeros((lanes, k), dtype=np.int64)
-        self.inputs = np.zeros((lanes, k, 256), dtype=np.int64)
+        self.inputs = np.zeros((lanes, k, 256), dtype=np.int32)  # each order's input row (<= 2**20 each)
+        self.input_totals = np.zeros((lanes, k), dtype=np.int64)
         self.slots = np.full((lanes, k), -1, dtype=np.int64)
         self.out = np.empty((lanes, 256), dtype=np.float64)
 
@@ -204,12 +219,12 @@ class ContextCounts:
         """The coder's tables (float64 [active, 256], exact integers) for step t."""
         blend(
             t, rows, active, self.grid, self.orders, self.candidates, self.counts, self.totals, self.costs,
-            self.choice, self.inputs, self.slots, self.out,
+            self.inputs, self.input_totals, self.slots, self.out,
         )  # fmt: skip
         return self.out[:active]
 
     def update(self, t: int, active: int) -> None:
         update(
             t, active, self.grid, self.orders, self.candidates, self.counts, self.totals, self.costs,
-            self.inputs, self.slots, LOG2_TABLE,
+            self.inputs, self.input_totals, self.slots, LOG2_TABLE,
         )  # fmt: skip
