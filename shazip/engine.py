@@ -41,6 +41,7 @@ position instead of two.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -74,7 +75,8 @@ ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
 PARALLEL_MIN_LANES = 8  # below this, the elementwise kernels run serially (thread start-up would dominate)
-SPLIT_MIN_LANES = 32  # from here on, several threads step separate groups of lanes (see _step_numba)
+SPLIT_MIN_LANES = 32  # from here on, several threads step separate groups of lanes (see _step_numba) ...
+GROUP_LANES = 16  # ... of about this many lanes (per-core speed is flat from ~8 lanes per group up)
 _PARALLEL_LOCK = threading.Lock()  # numba's default (workqueue) threading layer is not re-entrant
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
@@ -389,9 +391,10 @@ class Engine:
 
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
         """One thread: the whole step in one compiled call (`_kernels.step_group`). Several threads
-        (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into one group per thread,
-        each stepped by one such call on its own thread (it runs without the GIL); below, the kernels are
-        called one by one and run parallel over lanes (the GEMM: over outputs)."""
+        (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into groups of about
+        GROUP_LANES, which the threads take one after another, each stepping its group by one such call
+        (it runs without the GIL); below, the kernels are called one by one and run parallel over lanes
+        (the GEMM: over outputs)."""
         import numba
 
         from shazip import _kernels
@@ -401,14 +404,21 @@ class Engine:
             self._step_group(st, x, 0, k)
             return
         if k >= SPLIT_MIN_LANES:
-            # One hand-over per step instead of one per kernel: a woken thread may wait for a core held
-            # by another process (DESIGN.md section 4), and this way it does so once. Each lane is still
-            # computed by the same integer formulas, so tables do not depend on the split.
-            groups = min(threads, k // (SPLIT_MIN_LANES // 2))
+            # A few hand-overs per step instead of one per kernel. More groups than threads, taken as
+            # the threads get free: a thread whose core is shared with another process (DESIGN.md
+            # section 4) takes fewer of them instead of holding up the step. Each lane is still computed
+            # by the same integer formulas, so tables do not depend on the split.
+            groups = max(2, k // GROUP_LANES)
             cuts = [k * g // groups for g in range(groups + 1)]
-            pool = _step_pool(groups - 1)
-            others = [pool.submit(self._step_group, st, x, cuts[g], cuts[g + 1]) for g in range(1, groups)]
-            self._step_group(st, x, cuts[0], cuts[1])
+            claim = itertools.count()  # (next() on it is atomic under the GIL: each group is taken once)
+
+            def take_groups() -> None:
+                while (g := next(claim)) < groups:
+                    self._step_group(st, x, cuts[g], cuts[g + 1])
+
+            helpers = min(threads, groups) - 1
+            others = [_step_pool(helpers).submit(take_groups) for _ in range(helpers)]
+            take_groups()
             for f in others:
                 f.result()
             return
