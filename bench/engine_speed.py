@@ -1,7 +1,7 @@
 """Engine speed: bytes/s of the integer engine vs a float32 eager step of the same model, side by side.
 
     python -m bench.engine_speed [--config small] [--lanes 1 16 64 256] [--threads 1 2] [--seconds 2]
-                                 [--backend auto] [--model FILE]
+                                 [--backend auto] [--model FILE] [--best-of N]
 
 Default: the `small` config (2 blocks, d = 256, 256-state attention window), randomly initialised and
 exported with calibration on the validation text (speed does not depend on the weights' values). For
@@ -43,21 +43,27 @@ def sample_text(n: int) -> bytes:
     return data
 
 
-def time_steps(step, min_seconds: float) -> float:  # noqa: ANN001
-    """Seconds per call of step(), measured over at least min_seconds after two warm-up calls."""
+def time_steps(step, min_seconds: float, slices: int = 1) -> float:  # noqa: ANN001
+    """Seconds per call of step(), measured over at least min_seconds after two warm-up calls. With
+    slices > 1 the time is cut into that many slices and the fastest one counts (on a shared machine it
+    shows what the code does when it gets its cores; the plain mean shows what it got)."""
     step()
     step()
-    calls, start = 0, time.perf_counter()
-    while True:
-        step()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds and calls >= 3:
-            return elapsed / calls
+    best = float("inf")
+    for _ in range(slices):
+        calls, start = 0, time.perf_counter()
+        while True:
+            step()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds / slices and calls >= 3:
+                break
+        best = min(best, elapsed / calls)
+    return best
 
 
 def measure(
-    model: SHARNN, engine: Engine, lanes: int, min_seconds: float, text: np.ndarray
+    model: SHARNN, engine: Engine, lanes: int, min_seconds: float, text: np.ndarray, slices: int = 1
 ) -> tuple[float, float]:
     """(float bytes/s, integer bytes/s) at `lanes` lanes."""
     pos = [0]
@@ -84,8 +90,8 @@ def measure(
     for _ in range(model.cfg.memory // 8):
         float_step()
         int_step()
-    t_float = time_steps(float_step, min_seconds)
-    t_int = time_steps(int_step, min_seconds)
+    t_float = time_steps(float_step, min_seconds, slices)
+    t_int = time_steps(int_step, min_seconds, slices)
     return lanes / t_float, lanes / t_int
 
 
@@ -97,6 +103,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum measuring time per cell")
     ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch"])
+    ap.add_argument(
+        "--best-of", type=int, default=1, help="cut each cell's time into N slices, report the fastest"
+    )
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -120,7 +129,7 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         for lanes in args.lanes:
-            f, i = measure(model, engine, lanes, args.seconds, arr)
+            f, i = measure(model, engine, lanes, args.seconds, arr, args.best_of)
             print(f"| {threads} | {lanes} | {f:,.0f} | {i:,.0f} | {i / f:.2f} |", flush=True)
 
 

@@ -12,7 +12,20 @@ def test_engine_speed_script_runs(
 ) -> None:
     from bench import engine_speed
 
-    argv = ["engine_speed", "--config", "tiny", "--lanes", "1", "4", "--threads", "1", "--seconds", "0.05"]
+    argv = [
+        "engine_speed",
+        "--config",
+        "tiny",
+        "--lanes",
+        "1",
+        "4",
+        "--threads",
+        "1",
+        "--seconds",
+        "0.05",
+        "--best-of",
+        "2",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     engine_speed.main()
     out = capsys.readouterr().out
