@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic
@@ -91,7 +91,7 @@ def _affine(n, g, b, limit: int, out) -> None:
 
 def ln_two(x, eps, g1, b1, lim1, out1, g2, b2, lim2, out2) -> None:
     """LayerNorm of each row of x, then two affine targets (e.g. int8 GEMM input and residual)."""
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         n = np.empty(x.shape[1], dtype=np.int64)
         _ln_row(x[r], eps, n)
         _affine(n, g1, b1, lim1, out1[r])
@@ -106,7 +106,7 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
     """
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
-    for r in prange(k):
+    for r in range(k):
         z = np.empty(4 * d, dtype=np.int32)  # table index of each gate pre-activation
         gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
         at = np.empty(d, dtype=np.int32)  # table index of the new cell value
@@ -142,7 +142,7 @@ def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, w
     """LayerNorm of the attention input: memory vector (into the ring), query input, residual."""
     k, d = mid.shape
     slots = ring.shape[1]
-    for r in prange(k):
+    for r in range(k):
         n = np.empty(d, dtype=np.int64)
         _ln_row(mid[r], eps, n)
         _affine(n, g_mem, b_mem, INT8_MAX, ring[r, written[r] % slots])
@@ -154,7 +154,7 @@ def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, w
 def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
     """Query linear requantised (residual-style ints), its LayerNorm, gates folded in: int8 query."""
     k, d = q8.shape
-    for r in prange(k):
+    for r in range(k):
         qp = np.empty(d, dtype=np.int64)
         n = np.empty(d, dtype=np.int64)
         for c in range(d):
@@ -279,7 +279,7 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
     """
     k, d = q8.shape
     slots = ring.shape[1]
-    for r in prange(k):
+    for r in range(k):
         scores = np.empty(slots, dtype=np.int32)
         weights = np.empty(slots, dtype=np.int32)
         qrow = np.empty(d, dtype=np.int16)
@@ -343,7 +343,7 @@ def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
     """GELU(up-projection) through the table, chunks summed, added to the residual."""
     k, d = ffres.shape
     chunks = acc.shape[1] // d
-    for r in prange(k):
+    for r in range(k):
         total = np.zeros(d, dtype=np.int64)
         for j in range(chunks):
             base = j * d
@@ -361,7 +361,7 @@ def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
 
 def requant_int8(x, m, b, s, out) -> None:
     k, d = x.shape
-    for r in prange(k):
+    for r in range(k):
         for c in range(d):
             out[r, c] = _clamp((np.int64(x[r, c]) * m + b) >> s, -INT8_MAX, INT8_MAX)
 
@@ -370,7 +370,7 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
     """Logits (Q10 nats) -> frequency table: exp table of (max - logit), scaled, each entry >= 1."""
     k, v = acc.shape
     spread = table_total - v
-    for r in prange(k):
+    for r in range(k):
         logit = np.empty(v, dtype=np.int64)
         e = np.empty(v, dtype=np.int64)
         top = np.int64(-(1 << 62))
@@ -519,14 +519,14 @@ _gemm_tile = _tile_kernel(HAVE_AVX2)
 def gemm_int16(a, wp, out) -> None:
     """out [k, N] int32 = a [k, K] int16 (int8 values, C order) times the packed weight wp (pack_weight).
 
-    Parallel over blocks of 16 outputs; each output is summed by one micro-kernel call. The lanes are cut
+    Block by block of 16 outputs; each output is summed by one micro-kernel call. The lanes are cut
     into ceil(k / GEMM_ROWS) tiles of nearly equal size (32 lanes: 5 or 6 rows each, not 5 x 6 + 2): a
     tile of few rows has too few independent sums to keep the multiply-add units busy, so it costs about
     as much as a full one.
     """
     k = a.shape[0]
     tiles = (k + GEMM_ROWS - 1) // GEMM_ROWS
-    for block in prange(wp.shape[0]):
+    for block in range(wp.shape[0]):
         for t in range(tiles):
             r = k * t // tiles
             _gemm_tile(a, wp, out, r, k * (t + 1) // tiles - r, block)
@@ -543,16 +543,9 @@ KERNELS = (
     "requant_int8",
     "frequencies",
 )
-# Each kernel compiled twice: serial (few lanes or one thread) and over lanes in parallel (prange). Lanes
-# are independent and every row is computed by one thread in a fixed order, so both give the same integers.
-
-
-def _compile(name: str, parallel: bool):  # noqa: ANN202
-    return staticmethod(njit(parallel=parallel, **_opts)(globals()[name]))
-
-
-serial = type("serial", (), {name: _compile(name, False) for name in KERNELS})
-parallel = type("parallel", (), {name: _compile(name, True) for name in KERNELS})
+# Each kernel compiled on its own (the engine calls them one by one for models step_group cannot take);
+# several threads step separate groups of lanes (Engine._step_numba), each kernel runs on one thread.
+serial = type("serial", (), {name: staticmethod(njit(**_opts)(globals()[name])) for name in KERNELS})
 
 
 # ---- one whole step of a lane group in one call ----

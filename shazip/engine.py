@@ -23,8 +23,7 @@ Two implementations of the same formulas: this torch module (the reference; runs
 the numba kernels in `shazip._kernels` (fast CPU path: GEMMs by an int16 multiply-add-pairs kernel on
 packed weights, AVX2 `vpmaddwd` where available; everything else fused per block stage; a whole step of
 a lane group in one compiled call that releases the GIL, `_kernels.step_group`; with several threads,
-groups of lanes stepped on separate threads, or kernels parallel over lanes when there are few lanes and
-torch has several threads). Tests prove them bit-identical.
+groups of lanes stepped on separate threads). Tests prove them bit-identical.
 
 Speed notes: block 0's input GEMM depends only on the input byte, so it is computed once for all 256
 bytes at load time. Weights: int8, symmetric, one scale per output channel; activations entering a GEMM:
@@ -74,10 +73,8 @@ ATT_EXP_SIZE = 16 << ATT_EXP_Q  # ... up to 16 nats; weights in Q15
 ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
-PARALLEL_MIN_LANES = 8  # below this, the elementwise kernels run serially (thread start-up would dominate)
-SPLIT_MIN_LANES = 32  # from here on, several threads step separate groups of lanes (see _step_numba) ...
+SPLIT_MIN_LANES = 16  # from here on, several threads step separate groups of lanes (see _step_numba) ...
 GROUP_LANES = 16  # ... of about this many lanes (per-core speed is flat from ~8 lanes per group up)
-_PARALLEL_LOCK = threading.Lock()  # numba's default (workqueue) threading layer is not re-entrant
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 
 
@@ -390,43 +387,32 @@ class Engine:
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
-        """One thread: the whole step in one compiled call (`_kernels.step_group`). Several threads
-        (torch's setting): from SPLIT_MIN_LANES lanes on, the lanes are cut into groups of about
-        GROUP_LANES, which the threads take one after another, each stepping its group by one such call
-        (it runs without the GIL); below, the kernels are called one by one and run parallel over lanes
-        (the GEMM: over outputs)."""
-        import numba
-
-        from shazip import _kernels
-
-        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
-        if threads < 2:
+        """The whole step of a lane group in one compiled call (`_kernels.step_group`). With several
+        threads (torch's setting) and from SPLIT_MIN_LANES lanes on, the lanes are cut into groups of about
+        GROUP_LANES (at least two), which the threads take one after another (the call runs without the
+        GIL). Measured on 2 cores: below 16 lanes one call on one thread was the fastest; kernels run
+        parallel over lanes (the former few-lanes path) were never faster than these groups."""
+        threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+        if threads < 2 or k < SPLIT_MIN_LANES:
             self._step_group(st, x, 0, k)
             return
-        if k >= SPLIT_MIN_LANES:
-            # A few hand-overs per step instead of one per kernel. More groups than threads, taken as
-            # the threads get free: a thread whose core is shared with another process (DESIGN.md
-            # section 4) takes fewer of them instead of holding up the step. Each lane is still computed
-            # by the same integer formulas, so tables do not depend on the split.
-            groups = max(2, k // GROUP_LANES)
-            cuts = [k * g // groups for g in range(groups + 1)]
-            claim = itertools.count()  # (next() on it is atomic under the GIL: each group is taken once)
+        # A few hand-overs per step instead of one per kernel. More groups than threads, taken as the
+        # threads get free: a thread whose core is shared with another process (DESIGN.md section 4)
+        # takes fewer of them instead of holding up the step. Each lane is still computed by the same
+        # integer formulas, so tables do not depend on the split.
+        groups = max(2, k // GROUP_LANES)
+        cuts = [k * g // groups for g in range(groups + 1)]
+        claim = itertools.count()  # (next() on it is atomic under the GIL: each group is taken once)
 
-            def take_groups() -> None:
-                while (g := next(claim)) < groups:
-                    self._step_group(st, x, cuts[g], cuts[g + 1])
+        def take_groups() -> None:
+            while (g := next(claim)) < groups:
+                self._step_group(st, x, cuts[g], cuts[g + 1])
 
-            helpers = min(threads, groups) - 1
-            others = [_step_pool(helpers).submit(take_groups) for _ in range(helpers)]
-            take_groups()
-            for f in others:
-                f.result()
-            return
-        with _PARALLEL_LOCK:
-            if numba.get_num_threads() != threads:
-                numba.set_num_threads(threads)
-            lanes = _kernels.parallel if k >= PARALLEL_MIN_LANES else _kernels.serial
-            self._step_kernels(lanes, _kernels.parallel, st, x, 0, k)
+        helpers = min(threads, groups) - 1
+        others = [_step_pool(helpers).submit(take_groups) for _ in range(helpers)]
+        take_groups()
+        for f in others:
+            f.result()
 
     def _step_group(self, st: EngineState, x: np.ndarray, lo: int, hi: int) -> None:
         """Lanes lo..hi-1 consume x[lo:hi] on this thread: one compiled call when the model allows."""

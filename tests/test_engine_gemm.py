@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from numba import njit, prange  # noqa: E402
+from numba import njit  # noqa: E402
 
 from shazip import _kernels  # noqa: E402
 
@@ -26,11 +26,11 @@ SHAPES = [
 _portable_tile = _kernels._tile_kernel(use_avx2=False)
 
 
-@njit(parallel=True)
+@njit
 def gemm_int16_portable(a, wp, out) -> None:  # noqa: ANN001
     k = a.shape[0]
     tiles = (k + _kernels.GEMM_ROWS - 1) // _kernels.GEMM_ROWS
-    for block in prange(wp.shape[0]):
+    for block in range(wp.shape[0]):
         for t in range(tiles):
             r = k * t // tiles
             _portable_tile(a, wp, out, r, k * (t + 1) // tiles - r, block)
@@ -59,7 +59,7 @@ def test_gemm_int16_equals_int64_reference(kind: str, shape: tuple[int, int, int
     expected = a.astype(np.int64) @ w.astype(np.int64).T
     a16 = np.ascontiguousarray(a.astype(np.int16))
     packed = _kernels.pack_weight(w.astype(np.int8))
-    for gemm in (_kernels.serial.gemm_int16, _kernels.parallel.gemm_int16, gemm_int16_portable):
+    for gemm in (_kernels.serial.gemm_int16, gemm_int16_portable):
         out = np.full((k, n), 12345, dtype=np.int32)
         gemm(a16, packed, out)
         np.testing.assert_array_equal(out.astype(np.int64), expected)
