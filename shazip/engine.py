@@ -392,7 +392,7 @@ class Engine:
         GROUP_LANES (at least two), which the threads take one after another (the call runs without the
         GIL). Measured on 2 cores: below 16 lanes one call on one thread was the fastest; kernels run
         parallel over lanes (the former few-lanes path) were never faster than these groups."""
-        threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+        threads = min(torch.get_num_threads(), _CPU_COUNT)
         if threads < 2 or k < SPLIT_MIN_LANES:
             self._step_group(st, x, 0, k)
             return
@@ -647,6 +647,7 @@ class Engine:
         return (attres + _shr(avg, t[p + "ao_m"], q[p + "ao_b"], q[p + "ao_shift"])).clamp_(-RES_MAX, RES_MAX)
 
 
+_CPU_COUNT = os.cpu_count() or 1  # (read once: the call costs ~0.1 ms, and _step_numba runs every step)
 _STEP_POOLS: dict[int, ThreadPoolExecutor] = {}  # helper threads for _step_numba, by their number
 _STEP_POOLS_LOCK = threading.Lock()
 
