@@ -412,7 +412,7 @@ def part_models(ctx: Context) -> dict:
         }
     }
     # The CPU engine's numba kernels compile on first use (no cache on a fresh machine: tens of seconds);
-    # compile them here, serial and parallel variants, so that the exactness part measures checking only.
+    # compile them here (one lane and a lane group), so that the exactness part measures checking only.
     started = time.perf_counter()
     engine = reference_engine(default)
     for lanes in (1, 16):
