@@ -62,7 +62,7 @@ LOG2_TABLE = _log2_mantissa_table()
 
 
 @njit(**_opts)
-def _bit_length(v) -> int:
+def bit_length(v) -> int:
     """Number of bits of 0 <= v < 2**63 (a binary search: this runs ~40 times per lane and step)."""
     n = 0
     if v >= 1 << 32:
@@ -90,7 +90,7 @@ def _bit_length(v) -> int:
 def _log2_q(v, table) -> int:
     """log2(v) in Q12 for v >= 1 (integer part exact, fraction from the 12 bits below the leading 1)."""
     v = np.int64(v)
-    top = _bit_length(v) - 1
+    top = bit_length(v) - 1
     if top >= _LOG_MANTISSA_BITS:
         mantissa = (v >> (top - _LOG_MANTISSA_BITS)) & ((1 << _LOG_MANTISSA_BITS) - 1)
     else:
@@ -137,7 +137,7 @@ def blend(t, rows, active, grid, orders, candidates, counts, totals, costs, inpu
             n = np.int64(totals[i, slot])
             if n == 0:
                 continue
-            bucket = _bit_length(n)
+            bucket = bit_length(n)
             best = 0
             for j in range(1, candidates.shape[0]):
                 if costs[i, bucket, j] < costs[i, bucket, best]:
@@ -169,7 +169,7 @@ def update(t, active, grid, orders, candidates, counts, totals, costs, inputs, i
             n = np.int64(totals[i, slot])
             if n == 0:
                 continue
-            bucket = _bit_length(n)
+            bucket = bit_length(n)
             total = input_totals[lane, i]
             px = np.int64(inputs[lane, i, x])
             cx = np.int64(counts[i, slot, x])

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from shazip.context_counts import bit_length
+
 MIN_MATCH = 4  # context bytes that must agree for a match (and that are hashed to find one)
 MAX_VERIFY = 32  # a new match's length is counted back at most this far
 HASH_BITS = 20  # hash table entries: 2**20 int32 (4 MiB), about one per byte of a 1 MiB frame
@@ -35,15 +37,6 @@ MIX_TOTAL = 1 << 20  # rows with a match sum to this (the engine's own total; am
 COUNT_LIMIT = 1023  # counts are halved beyond this: the estimates follow the data as it changes
 
 _opts = {"cache": True, "nogil": True, "boundscheck": False}
-
-
-@njit(**_opts)
-def _bit_length(v: int) -> int:
-    n = 0
-    while v > 0:
-        v >>= 1
-        n += 1
-    return n
 
 
 @njit(**_opts)
@@ -69,7 +62,7 @@ def _bucket(match_len: int, predicted: int) -> int:
     """Counts index: match length, and the engine's probability of the predicted byte (in MIX_TOTAL units)
     as bit_length(p) - bit_length(MIX_TOTAL - p), a rough log2 of its odds."""
     length = min(match_len - MIN_MATCH, LEN_BUCKETS - 1)
-    odds = _bit_length(predicted) - _bit_length(MIX_TOTAL - predicted) + CONF_BUCKETS // 2
+    odds = bit_length(predicted) - bit_length(MIX_TOTAL - predicted) + CONF_BUCKETS // 2
     return length * CONF_BUCKETS + min(max(odds, 0), CONF_BUCKETS - 1)
 
 
