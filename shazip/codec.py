@@ -198,11 +198,16 @@ class ModelCoder:
         return np.ascontiguousarray(freqs[:active], dtype=np.float64)
 
     def encode(
-        self, raw: bytes, lanes: int, progress: Callable[[int], None] | None = None
-    ) -> tuple[bytes, int]:
+        self,
+        raw: bytes,
+        lanes: int,
+        progress: Callable[[int], None] | None = None,
+        limit: int | None = None,
+    ) -> tuple[bytes, int] | None:
         """One model frame: (payload, FrameFlag bits). Text with CR LF line ends is coded as LF text (the
         model was trained on LF text; the decoder puts the CRs back); the match model and the context counts
-        are always on."""
+        are always on. With `limit`: None as soon as the payload is sure to reach `limit` bytes (the caller
+        has a smaller payload already; the lane state is then partly advanced and must be restored)."""
         flags = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS
         text, prefix = raw, b""
         if crlf_as_lf_applies(raw):
@@ -211,11 +216,18 @@ class ModelCoder:
             prefix = _U32.pack(len(text))
         n = len(text)
         report = None if progress is None else (lambda done: progress(done * len(raw) // n))
-        return prefix + self._encode_bytes(text, lanes, int(flags), report), int(flags)
+        words_limit = None if limit is None else limit - len(prefix)
+        words = self._encode_bytes(text, lanes, int(flags), report, words_limit)
+        return None if words is None else (prefix + words, int(flags))
 
     def _encode_bytes(
-        self, raw: bytes, lanes: int, flags: int, progress: Callable[[int], None] | None
-    ) -> bytes:
+        self,
+        raw: bytes,
+        lanes: int,
+        flags: int,
+        progress: Callable[[int], None] | None,
+        limit: int | None = None,
+    ) -> bytes | None:
         import constriction
 
         self._ensure_engine()
@@ -238,8 +250,12 @@ class ModelCoder:
             self.engine.advance(self.state, symbols)
             in_file.update(t, active)
             done += active
-            if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
-                progress(done)
+            if t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
+                if progress is not None:
+                    progress(done)
+                # Frames the model is losing (logs, binaries for a text model) stop here, not at the end.
+                if limit is not None and 4 * encoder.num_words() >= limit:
+                    return None
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(
@@ -512,8 +528,9 @@ class StreamEncoder:
         lanes = self.header.lanes
         before = self.coder.snapshot()
         base = self.raw_total
-        payload, flags = self.coder.encode(raw, lanes, lambda done: self._report(base + done))
-        if len(payload) < len(best[1]):
+        coded = self.coder.encode(raw, lanes, lambda done: self._report(base + done), limit=len(best[1]))
+        if coded is not None and len(coded[0]) < len(best[1]):
+            payload, flags = coded
             return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes, crc32(payload), flags), payload
         # The model lost to stored/zstd: the decoder will not run the model on this frame, so the lanes
         # must look as if the encoder had not either.

@@ -177,6 +177,22 @@ def test_model_frame_that_loses_is_replaced_and_state_restored():
     assert toy_decompress(packed) == data
 
 
+def test_losing_model_frame_stops_early():
+    """Once the payload is sure to reach the size to beat, the encoder stops running the model."""
+    from shazip.codec import ModelCoder
+
+    model = ToyModel()
+    data = markov(20_000)
+    coder = ModelCoder(model, 1, "cpu", None, model.factory)
+    full = coder.encode(data, 1)
+    assert full is not None
+    steps = model.engines[0].steps
+    assert coder.encode(data, 1, limit=len(full[0]) + 4) is not None  # can still win: runs to the end
+    assert model.engines[0].steps == 2 * steps
+    assert coder.encode(data, 1, limit=len(full[0]) // 4) is None
+    assert model.engines[0].steps - 2 * steps < steps // 3  # stopped about a quarter of the way
+
+
 def test_mixed_content_and_small_writes():
     data = markov(5000) + os.urandom(5000) + bytes(5000) + text(5000, seed=3)
     packed = toy_compress(data, lanes=4, frame_size=5000, chunk=333)
