@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from shazip.codec import InFileModels
 from shazip.context_counts import LOG2_TABLE, LOG_Q, ContextCounts, _log2_q
 from shazip.format import FrameFlag
-from tests.test_match import engine_rows, step_major
+from tests.test_match import run_tables, step_major
 
 ALL = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS
 
@@ -24,20 +24,6 @@ def test_integer_log2_is_floor_of_log2_within_one_unit():
         assert exact - 2 < _log2_q(v, LOG2_TABLE) <= exact + 1e-6
     for k in range(50):
         assert _log2_q(1 << k, LOG2_TABLE) == k << LOG_Q
-
-
-def run_tables(data: bytes, lanes: int, seed: int, flags: int, decoder_side: bool) -> list[np.ndarray]:
-    full_grid, run, full, rest = step_major(data, lanes)
-    grid = np.full_like(full_grid, 0xA5) if decoder_side else full_grid.copy()
-    models = InFileModels(grid, run, full, rest, flags)
-    rng = np.random.default_rng(seed)
-    tables = []
-    for t in range(run):
-        active = full + (1 if t < rest else 0)
-        tables.append(models.tables(t, engine_rows(rng, lanes), active).copy())
-        grid[t] = full_grid[t]
-        models.update(t, active)
-    return tables
 
 
 @settings(max_examples=50, deadline=None)

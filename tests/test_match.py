@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shazip.codec import lane_layout
+from shazip.codec import InFileModels, lane_layout
+from shazip.format import FrameFlag
 from shazip.match import MIX_TOTAL, MatchModel
 
 
@@ -24,19 +25,20 @@ def engine_rows(rng: np.random.Generator, lanes: int) -> np.ndarray:
     return rows
 
 
-def run_tables(data: bytes, lanes: int, seed: int, decoder_side: bool) -> list[np.ndarray]:
-    """The tables of every step. decoder_side: the grid is filled step by step, the rows of later steps
-    hold garbage, as when decoding; otherwise it is filled up front, as when encoding."""
+def run_tables(data: bytes, lanes: int, seed: int, flags: int, decoder_side: bool) -> list[np.ndarray]:
+    """The coder's tables of every step with the in-file models of `flags`. decoder_side: the grid is
+    filled step by step, the rows of later steps hold garbage, as when decoding; otherwise it is filled up
+    front, as when encoding."""
     full_grid, run, full, rest = step_major(data, lanes)
     grid = np.full_like(full_grid, 0x5A) if decoder_side else full_grid.copy()
-    model = MatchModel(grid, run, full, rest)
+    models = InFileModels(grid, run, full, rest, flags)
     rng = np.random.default_rng(seed)
     tables = []
     for t in range(run):
         active = full + (1 if t < rest else 0)
-        tables.append(model.tables(engine_rows(rng, lanes), active).copy())
+        tables.append(models.tables(t, engine_rows(rng, lanes), active).copy())
         grid[t] = full_grid[t]
-        model.update(t, active)
+        models.update(t, active)
     return tables
 
 
@@ -49,8 +51,8 @@ def run_tables(data: bytes, lanes: int, seed: int, decoder_side: bool) -> list[n
 def test_tables_use_only_bytes_of_earlier_steps(data: bytes, lanes: int, seed: int) -> None:
     # If a match ever pointed at a byte of the current or a later step, the decoder (which does not know
     # it yet) would compute other tables than the encoder.
-    encoder_side = run_tables(data, lanes, seed, decoder_side=False)
-    decoder_side = run_tables(data, lanes, seed, decoder_side=True)
+    encoder_side = run_tables(data, lanes, seed, FrameFlag.MATCH_MODEL, decoder_side=False)
+    decoder_side = run_tables(data, lanes, seed, FrameFlag.MATCH_MODEL, decoder_side=True)
     for a, b in zip(encoder_side, decoder_side, strict=True):
         assert np.array_equal(a, b)
 
