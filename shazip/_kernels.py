@@ -66,7 +66,9 @@ def _floor_div(a: int, b: int, inv: float) -> int:
 
 @njit(**_opts)
 def _ln_row(x, eps: int, n) -> None:
-    """Q12 normalised values of one row x (ints) into n (int64)."""
+    """Q12 normalised values of one row x (ints) into n (int32: |d * x - sum(x)| <= sqrt(d * V) and
+    floor(sqrt(V)) >= sqrt(V) / 2, so |n| <= 2 * sqrt(d) * 2**12 + 1 < 2**19 for any d the engine takes;
+    int32 lets LLVM multiply n by int32 gains with vpmuldq in _affine)."""
     d = x.shape[0]
     s1 = np.int64(0)
     s2 = np.int64(0)
@@ -91,8 +93,8 @@ def _affine(n, g, b, limit: int, out) -> None:
 
 def ln_two(x, eps, g1, b1, lim1, out1, g2, b2, lim2, out2) -> None:
     """LayerNorm of each row of x, then two affine targets (e.g. int8 GEMM input and residual)."""
+    n = np.empty(x.shape[1], dtype=np.int32)
     for r in range(x.shape[0]):
-        n = np.empty(x.shape[1], dtype=np.int64)
         _ln_row(x[r], eps, n)
         _affine(n, g1, b1, lim1, out1[r])
         _affine(n, g2, b2, lim2, out2[r])
@@ -102,15 +104,16 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
     """Gates from both GEMMs, cell update, h (int8 state and residual contribution) for k lanes.
 
     Arithmetic and table lookups are in separate loops: LLVM vectorises the arithmetic ones (with int32
-    multipliers mx, mh it multiplies by vpmuldq) but not a loop with a lookup in it.
+    multipliers mx, mh it multiplies by vpmuldq) but not a loop with a lookup in it. (Scratch arrays are
+    made once per call: an allocation costs ~0.1 us, and these kernels run row by row.)
     """
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
+    z = np.empty(4 * d, dtype=np.int32)  # table index of each gate pre-activation
+    gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
+    at = np.empty(d, dtype=np.int32)  # table index of the new cell value
+    tc = np.empty(d, dtype=np.int32)  # tanh of the new cell value, Q15
     for r in range(k):
-        z = np.empty(4 * d, dtype=np.int32)  # table index of each gate pre-activation
-        gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
-        at = np.empty(d, dtype=np.int32)  # table index of the new cell value
-        tc = np.empty(d, dtype=np.int32)  # tanh of the new cell value, Q15
         ax = acc_x[r]
         ah = acc_h[r]
         for c in range(4 * d):
@@ -142,8 +145,8 @@ def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, w
     """LayerNorm of the attention input: memory vector (into the ring), query input, residual."""
     k, d = mid.shape
     slots = ring.shape[1]
+    n = np.empty(d, dtype=np.int32)
     for r in range(k):
-        n = np.empty(d, dtype=np.int64)
         _ln_row(mid[r], eps, n)
         _affine(n, g_mem, b_mem, INT8_MAX, ring[r, written[r] % slots])
         written[r] += 1
@@ -154,9 +157,9 @@ def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, w
 def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
     """Query linear requantised (residual-style ints), its LayerNorm, gates folded in: int8 query."""
     k, d = q8.shape
+    qp = np.empty(d, dtype=np.int32)  # (clamped to +-RES_MAX)
+    n = np.empty(d, dtype=np.int32)
     for r in range(k):
-        qp = np.empty(d, dtype=np.int64)
-        n = np.empty(d, dtype=np.int64)
         for c in range(d):
             qp[c] = _clamp((np.int64(acc[r, c]) * qm[c] + qb[c]) >> qs, -RES_MAX, RES_MAX)
         _ln_row(qp, eps, n)
@@ -279,10 +282,12 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
     """
     k, d = q8.shape
     slots = ring.shape[1]
+    scores = np.empty(slots, dtype=np.int32)
+    weights = np.empty(slots, dtype=np.int32)
+    qrow = np.empty(d, dtype=np.int16)
+    acc = np.empty(d, dtype=np.int64)
+    acc32 = np.empty(d, dtype=np.int32)
     for r in range(k):
-        scores = np.empty(slots, dtype=np.int32)
-        weights = np.empty(slots, dtype=np.int32)
-        qrow = np.empty(d, dtype=np.int16)
         valid = min(written[r], slots)
         for c in range(d):
             qrow[c] = q8[r, c]
@@ -309,9 +314,9 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
             w = exp_lut[_clamp(((top - scores[j]) * am + ab) >> ash, 0, ATT_EXP_SIZE - 1)]
             weights[j] = w
             total += w
-        acc = np.zeros(d, dtype=np.int64)
+        acc[:] = 0
         if narrow_sum:
-            acc32 = np.zeros(d, dtype=np.int32)
+            acc32[:] = 0
             c0 = 0
             while c0 + 64 <= d:
                 _weighted_sum_64(ring, r, weights, valid, c0, acc32)
@@ -343,8 +348,9 @@ def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
     """GELU(up-projection) through the table, chunks summed, added to the residual."""
     k, d = ffres.shape
     chunks = acc.shape[1] // d
+    total = np.empty(d, dtype=np.int64)
     for r in range(k):
-        total = np.zeros(d, dtype=np.int64)
+        total[:] = 0
         for j in range(chunks):
             base = j * d
             for c in range(d):
@@ -370,9 +376,9 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
     """Logits (Q10 nats) -> frequency table: exp table of (max - logit), scaled, each entry >= 1."""
     k, v = acc.shape
     spread = table_total - v
+    logit = np.empty(v, dtype=np.int64)
+    e = np.empty(v, dtype=np.int64)
     for r in range(k):
-        logit = np.empty(v, dtype=np.int64)
-        e = np.empty(v, dtype=np.int64)
         top = np.int64(-(1 << 62))
         arg = 0
         for c in range(v):

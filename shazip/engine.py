@@ -76,6 +76,11 @@ LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), value
 SPLIT_MIN_LANES = 16  # from here on, several threads step separate groups of lanes (see _step_numba) ...
 GROUP_LANES = 16  # ... of about this many lanes (per-core speed is flat from ~8 lanes per group up)
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
+# numba backend: per-channel arrays held as int32 when they fit (see Engine.__init__)
+NARROW_MULTIPLIERS = (
+    *("z_mx", "z_mh", "u_m", "qp_m", "ao_m", "logit_m"),
+    *("start8_g", "startres_g", "mem8_g", "mid8_g", "attres_g", "q8_g", "xff8_g", "ffres_g"),
+)
 
 
 @dataclass
@@ -231,11 +236,13 @@ class Engine:
         if backend == "numba":
             # numba reads the stored (narrow) integer dtypes directly: small tables stay in cache.
             self.n = {k: np.ascontiguousarray(v) for k, v in self.model.tensors.items()}
-            # The LSTM gate multipliers as int32 when every block's fit (the same integers: products are
-            # still formed in int64), so that the vectorised gate loop multiplies by vpmuldq.
-            gate_m = [k for k in self.n if k.rsplit(".", 1)[-1] in ("z_mx", "z_mh")]
-            if all(np.abs(self.n[k]).max() < 1 << 31 for k in gate_m):
-                self.n.update({k: self.n[k].astype(np.int32) for k in gate_m})
+            # Per-channel multipliers and LayerNorm gains as int32 where every block's fit (the same
+            # integers: the kernels still form products in int64), so that the vectorised loops multiply
+            # by vpmuldq (32 x 32 -> 64 bits) instead of emulating a 64 x 64-bit multiply.
+            for suffix in NARROW_MULTIPLIERS:
+                same = [k for k in self.n if k.rsplit(".", 1)[-1] == suffix]
+                if all(np.abs(self.n[k]).max() < 1 << 31 for k in same):
+                    self.n.update({k: self.n[k].astype(np.int32) for k in same})
             self.n["b0.wih_byte_table"] = self.t["b0.wih_byte_table"].numpy()
             from shazip import _kernels
 
