@@ -718,3 +718,34 @@ def step_group(x, lo, hi, blocks, head, h8, cell, ring, written, freqs) -> None:
         logits, head.logit_m, head.logit_b, head.logit_shift, head.logit_exp_lut, head.table_total,
         freqs[lo:hi],
     )  # fmt: skip
+
+
+@intrinsic
+def _claim(typingctx, counter):  # noqa: ANN001, ANN202, ARG001 - a numba intrinsic
+    """counter[0] += 1 atomically (int64 array); returns the value before: several threads calling it
+    on one counter each get a different number."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        at = builder.bitcast(arr.data, ir.IntType(64).as_pointer())
+        return builder.atomic_rmw("add", at, ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return types.int64(counter), codegen
+
+
+@njit(**_opts)
+def claim(counter) -> int:  # noqa: ANN001
+    return _claim(counter)
+
+
+@njit(**_opts)
+def step_groups(x, cuts, claimed, blocks, head, h8, cell, ring, written, freqs) -> None:  # noqa: ANN001
+    """step_group for the lane groups cuts[g]..cuts[g + 1] - 1, each taken by an atomic claim on
+    claimed[0] (which starts at 0): every thread of a step makes one such call and takes groups until none
+    is left, so a thread whose core is busy takes fewer. One call (one argument check, under the GIL) per
+    thread and step instead of one per group."""
+    groups = cuts.shape[0] - 1
+    g = _claim(claimed)
+    while g < groups:
+        step_group(x, cuts[g], cuts[g + 1], blocks, head, h8, cell, ring, written, freqs)
+        g = _claim(claimed)

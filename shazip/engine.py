@@ -408,18 +408,38 @@ class Engine:
         # takes fewer of them instead of holding up the step. Each lane is still computed by the same
         # integer formulas, so tables do not depend on the split.
         groups = max(2, k // GROUP_LANES)
-        cuts = [k * g // groups for g in range(groups + 1)]
-        claim = itertools.count()  # (next() on it is atomic under the GIL: each group is taken once)
+        cuts = np.array([k * g // groups for g in range(groups + 1)], dtype=np.int64)
+        if self._fused is None:
+            claim = itertools.count()  # (next() on it is atomic under the GIL: each group is taken once)
 
-        def take_groups() -> None:
-            while (g := next(claim)) < groups:
-                self._step_group(st, x, cuts[g], cuts[g + 1])
+            def take_groups() -> None:
+                while (g := next(claim)) < groups:
+                    self._step_group(st, x, cuts[g], cuts[g + 1])
+
+        else:
+            # One compiled call per thread, which claims the groups itself (an atomic counter): the
+            # threads do not queue for the GIL to start each group.
+            claimed = np.zeros(1, dtype=np.int64)
+
+            def take_groups() -> None:
+                self._step_groups(st, x, cuts, claimed)
 
         helpers = min(threads, groups) - 1
         others = [_step_pool(helpers).submit(take_groups) for _ in range(helpers)]
         take_groups()
         for f in others:
             f.result()
+
+    def _step_groups(self, st: EngineState, x: np.ndarray, cuts: np.ndarray, claimed: np.ndarray) -> None:
+        """This thread's share of a step: `_kernels.step_groups` (the model allows the one-call step)."""
+        from shazip import _kernels
+
+        blocks, head = self._fused
+        views = st.numpy_views()
+        _kernels.step_groups(
+            x, cuts, claimed, blocks, head, views["h8"], views["cell"], views["ring"], views["written"],
+            views["freqs"],
+        )  # fmt: skip
 
     def _step_group(self, st: EngineState, x: np.ndarray, lo: int, hi: int) -> None:
         """Lanes lo..hi-1 consume x[lo:hi] on this thread: one compiled call when the model allows."""

@@ -164,3 +164,43 @@ def test_floor_div_equals_integer_division() -> None:
     cases += [((1 << 50) - 1, 1), (-(1 << 50) + 1, 1), ((1 << 50) - 1, (1 << 50) - 1), (0, 7), (-1, 3)]
     for x, y in cases:
         assert _kernels._floor_div(x, y, 1.0 / y) == x // y, (x, y)
+
+
+@njit(nogil=True)
+def _claim_many(counter, out) -> None:  # noqa: ANN001
+    for i in range(out.shape[0]):
+        out[i] = _kernels.claim(counter)
+
+
+def test_claim_is_atomic_across_threads() -> None:
+    # Two threads claim from one counter at once (nogil): every number is handed out exactly once. A
+    # plain load-add-store would hand some out twice (and this test would fail).
+    import threading
+
+    counter = np.zeros(1, dtype=np.int64)
+    outs = [np.empty(200_000, dtype=np.int64) for _ in range(2)]
+    _claim_many(np.zeros(1, dtype=np.int64), np.empty(1, dtype=np.int64))  # (compile first)
+    threads = [threading.Thread(target=_claim_many, args=(counter, out)) for out in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(np.sort(np.concatenate(outs)), np.arange(400_000))
+    assert counter[0] == 400_000
+
+
+@pytest.mark.parametrize("d", [2, 256, 1040])
+def test_layernorm_values_fit_int32(d: int) -> None:
+    # _ln_row stores the normalised values as int32: the largest |value| (one row entry far from all
+    # others, no eps) stays below the stated 2**19 and equals the int64 formula.
+    x = np.zeros(d, dtype=np.int64)
+    x[0] = 32767
+    for eps in (0, 1):
+        n = np.empty(d, dtype=np.int32)
+        _kernels._ln_row(x, eps, n)
+        s1, s2 = int(x.sum()), int((x * x).sum())
+        root = max(1, int(np.floor(np.sqrt(np.float64(d * s2 - s1 * s1 + eps)))))
+        inv = (1 << 40) // root
+        expected = [((d * int(v) - s1) * inv + (1 << 27)) >> 28 for v in x]
+        np.testing.assert_array_equal(n, expected)
+        assert np.abs(n).max() < 1 << 19
