@@ -206,9 +206,10 @@ class ModelCoder:
     ) -> tuple[bytes, int] | None:
         """One model frame: (payload, FrameFlag bits). Text with CR LF line ends is coded as LF text (the
         model was trained on LF text; the decoder puts the CRs back); the match model and the context counts
-        are always on. With `limit`: None as soon as the payload is sure to reach `limit` bytes (the caller
-        has a smaller payload already; the lane state is then partly advanced and must be restored)."""
-        flags = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS
+        (second version) are always on. With `limit`: None as soon as the payload is sure to reach `limit`
+        bytes (the caller has a smaller payload already; the lane state is then partly advanced and must be
+        restored)."""
+        flags = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2
         text, prefix = raw, b""
         if crlf_as_lf_applies(raw):
             text = raw.replace(b"\r\n", b"\n")
@@ -267,6 +268,9 @@ class ModelCoder:
         flags: int = 0,
         progress: Callable[[int], None] | None = None,
     ) -> bytes:
+        both_counts = FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
+        if flags & both_counts == both_counts:
+            raise FormatError(f"corrupt frame {index} (flags 0x04 and 0x08 together)")
         size = raw_size
         if flags & FrameFlag.CRLF_AS_LF:
             (size,) = _U32.unpack_from(payload)
@@ -321,16 +325,20 @@ class ModelCoder:
 
 class InFileModels:
     """The models that learn from the frame itself, as a model frame's flags ask: the engine's tables go
-    through the match model, then the context counts, to the coder. Lives for one frame; `grid[t, lane]`
-    is byte t of each lane (filled up front by the encoder, step by step by the decoder)."""
+    through the match model, then the context counts (either version), to the coder. Lives for one frame;
+    `grid[t, lane]` is byte t of each lane (filled up front by the encoder, step by step by the decoder)."""
 
     def __init__(self, grid: np.ndarray, run: int, full: int, rest: int, flags: int) -> None:
         # (numba kernels: imported only when the model runs)
-        from shazip.context_counts import ContextCounts
+        from shazip.context_counts import ContextCounts, ContextCounts2
         from shazip.match import MatchModel
 
         self.match = MatchModel(grid, run, full, rest) if flags & FrameFlag.MATCH_MODEL else None
-        self.counts = ContextCounts(grid) if flags & FrameFlag.CONTEXT_COUNTS else None
+        self.counts: ContextCounts | ContextCounts2 | None = None
+        if flags & FrameFlag.CONTEXT_COUNTS_2:
+            self.counts = ContextCounts2(grid)
+        elif flags & FrameFlag.CONTEXT_COUNTS:
+            self.counts = ContextCounts(grid)
 
     def tables(self, t: int, freqs: np.ndarray, active: int) -> np.ndarray:
         """Step t's tables for the coder: float64 [active, 256], exact integers (see _probabilities)."""

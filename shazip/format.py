@@ -58,10 +58,13 @@ class FrameFlag(IntFlag):
     CRLF_AS_LF = 0x01  # the model coded the frame with every CR LF as LF; payload starts with that size
     MATCH_MODEL = 0x02  # the engine's tables were mixed with the match model (shazip/match.py)
     CONTEXT_COUNTS = 0x04  # then blended with the frame's context counts (shazip/context_counts.py)
+    CONTEXT_COUNTS_2 = 0x08  # instead of 0x04: the context counts' second version (ContextCounts2)
 
 
 # (an int: ~ on a flag would keep only the known bits)
-KNOWN_FRAME_FLAGS = int(FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS)
+KNOWN_FRAME_FLAGS = int(
+    FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
+)
 
 
 # --- errors -------------------------------------------------------------------------------------------

@@ -127,11 +127,13 @@ def test_frame_header_round_trip_and_validation():
 
 def test_frame_flags_round_trip_and_are_checked():
     h = header()
-    known = FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS
+    known = (
+        FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
+    )
     frame = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, coded_crc32=2, flags=known)
     assert read_block(io.BytesIO(frame.to_bytes()), 1) == frame
     frame.validate(h, 1)
-    newer = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, flags=0x08)
+    newer = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, flags=0x10)
     with pytest.raises(FormatError, match="newer shazip"):
         read_block(io.BytesIO(newer.to_bytes()), 2).validate(h, 2)
     with pytest.raises(FormatError, match="corrupt frame 5 .flags set on a frame that is not a model frame"):
