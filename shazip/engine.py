@@ -434,7 +434,7 @@ class Engine:
         """This thread's share of a step: `_kernels.step_groups` (the model allows the one-call step)."""
         from shazip import _kernels
 
-        blocks, head = self._fused
+        blocks, head = _kernels.plain_params(*self._fused)
         views = st.numpy_views()
         _kernels.step_groups(
             x, cuts, claimed, blocks, head, views["h8"], views["cell"], views["ring"], views["written"],
@@ -448,7 +448,7 @@ class Engine:
         if self._fused is None:
             self._step_kernels(_kernels.serial, _kernels.serial, st, x, lo, hi)
             return
-        blocks, head = self._fused
+        blocks, head = _kernels.plain_params(*self._fused)
         views = st.numpy_views()
         _kernels.step_group(
             x,
