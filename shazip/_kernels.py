@@ -379,16 +379,17 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
     logit = np.empty(v, dtype=np.int64)
     e = np.empty(v, dtype=np.int64)
     for r in range(k):
-        top = np.int64(-(1 << 62))
-        arg = 0
+        for c in range(v):  # (the logits, their maximum and its first index in separate loops: the first two
+            logit[c] = (np.int64(acc[r, c]) * lm[c] + lb[c]) >> ls  # vectorise)
+        top = logit[0]
         for c in range(v):
-            logit[c] = (np.int64(acc[r, c]) * lm[c] + lb[c]) >> ls
-            if logit[c] > top:
-                top = logit[c]
-                arg = c
+            top = max(top, logit[c])
+        arg = 0
+        while logit[arg] != top:
+            arg += 1
         total = np.int64(0)
         for c in range(v):
-            e[c] = exp_lut[_clamp(top - logit[c], 0, LOGIT_EXP_SIZE - 1)]
+            e[c] = exp_lut[min(top - logit[c], LOGIT_EXP_SIZE - 1)]  # (top - logit >= 0)
             total += e[c]
         used = np.int64(0)
         inv_total = 1.0 / np.float64(total)
