@@ -283,36 +283,36 @@ def _bucket_2(n, top_count, incoming_top, incoming_total) -> int:
 
 @njit(**_opts)
 def blend_2(
-    t, rows, active, grid, orders, candidates, dense, dense_totals, pair_bytes, pair_counts, sparse_totals,
-    tags, word, costs, inputs, input_totals, slots, fresh, new_tags, buckets, out,
+    t, rows, active, grid, orders, candidates, dense, dense_totals, dense_tops, pair_bytes, pair_counts,
+    sparse_totals, tags, word, costs, first_inputs, input_totals, applied, mults, slots, fresh, new_tags,
+    buckets, out,
 ):  # fmt: skip
-    """The tables of step t for lanes 0..active-1 through every order of ORDERS_2 (see blend)."""
+    """The tables of step t for lanes 0..active-1 through every order of ORDERS_2 (see blend). For update
+    it keeps the incoming row, and per order its sum and the A and multiplier used (0: unchanged), from
+    which update recomputes each order's input entry for the byte that came."""
     row = np.empty(256, dtype=np.int64)
     pairs = pair_bytes.shape[1]
     for lane in range(active):
         total = np.int64(0)
         for x in range(256):
             row[x] = rows[lane, x]
+            first_inputs[lane, x] = rows[lane, x]
             total += row[x]
         for i in range(orders.shape[0]):
             order = orders[i]
             slots[lane, i] = -1
             fresh[lane, i] = False
+            applied[lane, i] = 0
             if t < max(order, 1):
                 continue
             input_totals[lane, i] = total
-            for x in range(256):
-                inputs[lane, i, x] = row[x]
             if i < DENSE_ORDERS_2:
                 slot = np.int64(grid[t - 1, lane]) if order == 1 else 256 + _slot(grid, t, lane, 2)
                 slots[lane, i] = slot
                 n = np.int64(dense_totals[slot])
                 if n == 0:
                     continue
-                top = 0
-                for x in range(1, 256):
-                    if dense[slot, x] > dense[slot, top]:
-                        top = x
+                top = np.int64(dense_tops[slot])
                 top_count = np.int64(dense[slot, top])
             else:
                 h = _sparse_hash(grid, t, lane, order, word)
@@ -342,6 +342,8 @@ def blend_2(
                 continue
             a = candidates[best]
             mult = (np.int64(TABLE_TOTAL - 256) << 40) // ((n + a) * total)
+            applied[lane, i] = a
+            mults[lane, i] = mult
             if i < DENSE_ORDERS_2:
                 for x in range(256):
                     row[x] = np.int64(dense[slot, x]) * total + a * row[x]
@@ -361,14 +363,16 @@ def blend_2(
 
 @njit(**_opts)
 def update_2(
-    t, active, grid, orders, candidates, dense, dense_totals, pair_bytes, pair_counts, sparse_totals, tags,
-    word, costs, inputs, input_totals, slots, fresh, new_tags, buckets, table,
+    t, active, grid, orders, candidates, dense, dense_totals, dense_tops, pair_bytes, pair_counts,
+    sparse_totals, tags, word, costs, first_inputs, input_totals, applied, mults, slots, fresh, new_tags,
+    buckets, table,
 ):  # fmt: skip
     """After step t's bytes are known: charge the candidates (every lane), count the bytes (every lane),
     then move each lane's word on."""
     pairs = pair_bytes.shape[1]
     for lane in range(active):
         x = grid[t, lane]
+        px = np.int64(first_inputs[lane, x])  # order i's input entry for x, order by order
         for i in range(orders.shape[0]):
             slot = slots[lane, i]
             if slot < 0 or fresh[lane, i]:
@@ -386,7 +390,6 @@ def update_2(
                 continue
             bucket = buckets[lane, i]
             total = input_totals[lane, i]
-            px = np.int64(inputs[lane, i, x])
             log_total = _log2_q(total, table)
             for j in range(candidates.shape[0]):
                 a = candidates[j]
@@ -395,6 +398,8 @@ def update_2(
                 else:
                     cost = _log2_q(n + a, table) + log_total - _log2_q(cx * total + a * px, table)
                 costs[i, bucket, j] += cost - (costs[i, bucket, j] >> COST_DECAY_SHIFT_2)
+            if applied[lane, i] > 0:  # the blend's formula for entry x (exactly as blend_2 computed it)
+                px = 1 + (((cx * total + applied[lane, i] * px) * mults[lane, i]) >> 40)
     for lane in range(active):
         x = grid[t, lane]
         for i in range(orders.shape[0]):
@@ -404,12 +409,19 @@ def update_2(
             if i < DENSE_ORDERS_2:
                 dense[slot, x] += 1
                 dense_totals[slot] += 1
+                top = dense_tops[slot]  # kept as the lowest byte with the largest count
+                if dense[slot, x] > dense[slot, top] or (dense[slot, x] == dense[slot, top] and x < top):
+                    dense_tops[slot] = x
                 if dense_totals[slot] >= ROW_LIMIT:
                     kept = 0
+                    top = 0
                     for y in range(256):
                         dense[slot, y] >>= 1
                         kept += dense[slot, y]
+                        if dense[slot, y] > dense[slot, top]:
+                            top = y
                     dense_totals[slot] = kept
+                    dense_tops[slot] = top
                 continue
             if fresh[lane, i]:  # the new context takes the slot over, empty
                 tags[slot] = new_tags[lane, i]
@@ -458,14 +470,17 @@ class ContextCounts2:
         self.candidates = np.array(CANDIDATES_2, dtype=np.int64)
         self.dense = np.zeros((256 + (1 << 16), 256), dtype=np.uint16)  # order-1 rows, then order-2 rows
         self.dense_totals = np.zeros(256 + (1 << 16), dtype=np.int32)
+        self.dense_tops = np.zeros(256 + (1 << 16), dtype=np.uint8)  # each row's favourite byte
         self.pair_bytes = np.zeros((sparse_slots, PAIRS), dtype=np.uint8)
         self.pair_counts = np.zeros((sparse_slots, PAIRS), dtype=np.uint16)
         self.sparse_totals = np.zeros(sparse_slots, dtype=np.int32)
         self.tags = np.zeros(sparse_slots, dtype=np.uint16)
         self.word = np.zeros(lanes, dtype=np.uint64)  # hash of each lane's current word (0: none)
         self.costs = np.zeros((k, BUCKETS_2, len(CANDIDATES_2)), dtype=np.int64)
-        self.inputs = np.zeros((lanes, k, 256), dtype=np.int32)
+        self.first_inputs = np.zeros((lanes, 256), dtype=np.int32)
         self.input_totals = np.zeros((lanes, k), dtype=np.int64)
+        self.applied = np.zeros((lanes, k), dtype=np.int64)
+        self.mults = np.zeros((lanes, k), dtype=np.int64)
         self.slots = np.full((lanes, k), -1, dtype=np.int64)
         self.fresh = np.zeros((lanes, k), dtype=np.bool_)
         self.new_tags = np.zeros((lanes, k), dtype=np.int64)
@@ -474,9 +489,10 @@ class ContextCounts2:
 
     def _state(self) -> tuple:
         return (
-            self.grid, self.orders, self.candidates, self.dense, self.dense_totals, self.pair_bytes,
-            self.pair_counts, self.sparse_totals, self.tags, self.word, self.costs, self.inputs,
-            self.input_totals, self.slots, self.fresh, self.new_tags, self.buckets,
+            self.grid, self.orders, self.candidates, self.dense, self.dense_totals, self.dense_tops,
+            self.pair_bytes, self.pair_counts, self.sparse_totals, self.tags, self.word, self.costs,
+            self.first_inputs, self.input_totals, self.applied, self.mults, self.slots, self.fresh,
+            self.new_tags, self.buckets,
         )  # fmt: skip
 
     def tables(self, t: int, rows: np.ndarray, active: int) -> np.ndarray:

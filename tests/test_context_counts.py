@@ -168,3 +168,20 @@ def test_frames_with_the_first_version_flags_code_and_decode_as_before():
     except Exception:
         wrong = None
     assert wrong != data
+
+
+# sha256 of the payload of a frame coded with flags MATCH_MODEL | CONTEXT_COUNTS_2 (toy engine, 3 lanes) as
+# first specified in docs/format.md: any change to the formulas (or an optimisation that is not exact)
+# changes it.
+COUNTS_2_PAYLOAD_SHA256 = "42704cd162b6a787a48e021f2f140686d3b0d51e6f7e6a163d1e0c4afd6e837c"
+
+
+def test_frames_with_the_second_version_code_as_specified():
+    import hashlib
+
+    flags = int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2)
+    data = old_flags_sample() + VALID_TEXT.read_bytes()[:30_000]
+    model = ToyModel()
+    payload = ModelCoder(model, 3, "cpu", None, model.factory)._encode_bytes(data, 3, flags, None)
+    assert hashlib.sha256(payload).hexdigest() == COUNTS_2_PAYLOAD_SHA256
+    assert ModelCoder(model, 3, "cpu", None, model.factory).decode(payload, len(data), 3, 1, flags) == data
