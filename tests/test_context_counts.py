@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shazip.codec import InFileModels, ModelCoder
 from shazip.context_counts import LOG2_TABLE, LOG_Q, ContextCounts, ContextCounts2, _log2_q
-from shazip.format import FrameFlag
+from shazip.format import FormatError, FrameFlag
 from tests.paths import VALID_TEXT
 from tests.test_codec_toy import ToyModel
 from tests.test_match import run_tables, step_major
@@ -185,3 +186,10 @@ def test_frames_with_the_second_version_code_as_specified():
     payload = ModelCoder(model, 3, "cpu", None, model.factory)._encode_bytes(data, 3, flags, None)
     assert hashlib.sha256(payload).hexdigest() == COUNTS_2_PAYLOAD_SHA256
     assert ModelCoder(model, 3, "cpu", None, model.factory).decode(payload, len(data), 3, 1, flags) == data
+
+
+def test_a_frame_with_both_context_counts_flags_is_refused():
+    model = ToyModel()
+    both = int(FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2)
+    with pytest.raises(FormatError, match="corrupt frame 7"):
+        ModelCoder(model, 1, "cpu", None, model.factory).decode(b"\0" * 8, 10, 1, 7, both)
