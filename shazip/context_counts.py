@@ -19,7 +19,8 @@ section 2). As with the match model, the tables of a step are computed for all l
 that step is known, then the step's bytes update costs and counts. Contexts are each lane's own last
 bytes; the counts are shared by all lanes of the frame. The state lives for one frame.
 
-Frames that use it carry the CONTEXT_COUNTS frame flag (docs/format.md).
+Frames that use it carry the CONTEXT_COUNTS frame flag (docs/format.md). The writer now uses the second
+version below (ContextCounts2, frame flag CONTEXT_COUNTS_2): more orders, sparse and collision-free.
 """
 
 from __future__ import annotations
@@ -238,16 +239,17 @@ class ContextCounts:
 # the longer orders sparsely (a few (byte, count) pairs per context, 2^20 contexts per order, a 16-bit tag
 # so that a context never borrows another's counts), adds orders 1, 8, 12 and the current word, and picks A
 # per (order, bit_length(n), how concentrated the counts are, how much the incoming table already agrees
-# with the counts' favourite byte). Validation megabyte 1.864 -> 1.788 bpb, book2 1.940 -> 1.751 (match
-# model on in both). Old frames (flag CONTEXT_COUNTS) still decode with the functions above.
+# with the counts' favourite byte). Validation megabyte 1.864 -> 1.781 bpb, book2 1.940 -> 1.746 (match
+# model on in both; exact code lengths on the engine's tables). Old frames (flag CONTEXT_COUNTS) still
+# decode with the functions above.
 
-ORDERS_2 = (1, 2, 3, 4, 6, 8, 12, 0)  # context lengths in bytes; 0: the current word (see _word_step)
+ORDERS_2 = (1, 2, 3, 4, 6, 8, 12, 0)  # context lengths in bytes; 0: the current word (see update_2)
 DENSE_ORDERS_2 = 2  # the first two (orders 1 and 2) are dense rows indexed by the bytes themselves
 CANDIDATES_2 = (0, 4096, 1024, 512, 256, 128, 64, 32, 16, 8)  # values of A; 0: the incoming table unchanged
 SPARSE_BITS = 20  # contexts per sparse order
 PAIRS = 8  # (byte, count) pairs per sparse context; a new byte replaces the pair with the smallest count
 BUCKETS_2 = (COUNT_BUCKETS + 1) * 64  # (bit_length(n), counts' concentration 0..7, agreement 0..7)
-COST_DECAY_SHIFT_2 = 6
+COST_DECAY_SHIFT_2 = 8  # slower than version 1 (>> 5): many more buckets, each seen less often
 _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing multiplier (2^64 / golden ratio)
 _WORD_PRIME = 0x100000001B3  # FNV-1a's 64-bit prime
 _WORD_SEED = 0x1234567
