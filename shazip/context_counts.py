@@ -100,6 +100,21 @@ def _log2_q(v, table) -> int:
 
 
 @njit(**_opts)
+def _charge_candidates(costs, i, bucket, candidates, n, cx, px, total, table, decay_shift) -> None:
+    """Add to order i's costs in this bucket the code length each candidate A would have given the coded
+    byte x ((c(x) + A p(x)) / (n + A), or p(x) for A = 0; cx = c(x), px = p(x) of the incoming table of
+    this total), as an exponentially decaying sum (factor 1 - 2**-decay_shift per use)."""
+    log_total = _log2_q(total, table)
+    for j in range(candidates.shape[0]):
+        a = candidates[j]
+        if a == 0:
+            cost = log_total - _log2_q(px, table)
+        else:
+            cost = _log2_q(n + a, table) + log_total - _log2_q(cx * total + a * px, table)
+        costs[i, bucket, j] += cost - (costs[i, bucket, j] >> decay_shift)
+
+
+@njit(**_opts)
 def _slot(grid, t, lane, order) -> int:
     """Context slot of the `order` bytes of `lane` before step t (t >= order)."""
     word = np.uint64(0)
@@ -174,14 +189,7 @@ def update(t, active, grid, orders, candidates, counts, totals, costs, inputs, i
             total = input_totals[lane, i]
             px = np.int64(inputs[lane, i, x])
             cx = np.int64(counts[i, slot, x])
-            log_total = _log2_q(total, table)
-            for j in range(candidates.shape[0]):
-                a = candidates[j]
-                if a == 0:
-                    cost = log_total - _log2_q(px, table)
-                else:
-                    cost = _log2_q(n + a, table) + log_total - _log2_q(cx * total + a * px, table)
-                costs[i, bucket, j] += cost - (costs[i, bucket, j] >> COST_DECAY_SHIFT)
+            _charge_candidates(costs, i, bucket, candidates, n, cx, px, total, table, COST_DECAY_SHIFT)
     for lane in range(active):
         x = grid[t, lane]
         for i in range(orders.shape[0]):
@@ -392,14 +400,7 @@ def update_2(
                 continue
             bucket = buckets[lane, i]
             total = input_totals[lane, i]
-            log_total = _log2_q(total, table)
-            for j in range(candidates.shape[0]):
-                a = candidates[j]
-                if a == 0:
-                    cost = log_total - _log2_q(px, table)
-                else:
-                    cost = _log2_q(n + a, table) + log_total - _log2_q(cx * total + a * px, table)
-                costs[i, bucket, j] += cost - (costs[i, bucket, j] >> COST_DECAY_SHIFT_2)
+            _charge_candidates(costs, i, bucket, candidates, n, cx, px, total, table, COST_DECAY_SHIFT_2)
             if applied[lane, i] > 0:  # the blend's formula for entry x (exactly as blend_2 computed it)
                 px = 1 + (((cx * total + applied[lane, i] * px) * mults[lane, i]) >> 40)
     for lane in range(active):
