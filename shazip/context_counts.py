@@ -115,6 +115,16 @@ def _charge_candidates(costs, i, bucket, candidates, n, cx, px, total, table, de
 
 
 @njit(**_opts)
+def _best_candidate(costs, i, bucket) -> int:
+    """Index of the candidate A with the smallest code-length sum so far (the first one on ties)."""
+    best = 0
+    for j in range(1, costs.shape[2]):
+        if costs[i, bucket, j] < costs[i, bucket, best]:
+            best = j
+    return best
+
+
+@njit(**_opts)
 def _slot(grid, t, lane, order) -> int:
     """Context slot of the `order` bytes of `lane` before step t (t >= order)."""
     word = np.uint64(0)
@@ -154,10 +164,7 @@ def blend(t, rows, active, grid, orders, candidates, counts, totals, costs, inpu
             if n == 0:
                 continue
             bucket = bit_length(n)
-            best = 0
-            for j in range(1, candidates.shape[0]):
-                if costs[i, bucket, j] < costs[i, bucket, best]:
-                    best = j
+            best = _best_candidate(costs, i, bucket)
             if best == 0:
                 continue
             a = candidates[best]
@@ -344,10 +351,7 @@ def blend_2(
                 top = np.int64(pair_bytes[slot, k_top])
             bucket = _bucket_2(n, top_count, row[top], total)
             buckets[lane, i] = bucket
-            best = 0
-            for j in range(1, candidates.shape[0]):
-                if costs[i, bucket, j] < costs[i, bucket, best]:
-                    best = j
+            best = _best_candidate(costs, i, bucket)
             if best == 0:
                 continue
             a = candidates[best]

@@ -78,13 +78,19 @@ def test_counts_cost_little_where_they_cannot_help(flag):
     assert code_length(noise, 4, flag) < plain * 1.01
 
 
-def test_counts_are_halved_at_their_limit():
+def fed_ab_repeats(version):  # noqa: ANN001, ANN201 - ContextCounts or ContextCounts2
+    """Context counts of either version after one lane of "ab" repeated 70,000 times (flat model rows)."""
     grid, run, full, rest = step_major(b"ab" * 70_000, 1)
-    counts = ContextCounts(grid)
+    counts = version(grid)
     rows = np.full((1, 256), 4096, dtype=np.int32)
     for t in range(run):
         counts.tables(t, rows, 1)
         counts.update(t, 1)
+    return counts
+
+
+def test_counts_are_halved_at_their_limit():
+    counts = fed_ab_repeats(ContextCounts)
     assert counts.totals.max() < (1 << 16) - 1
     assert counts.counts.max() > 10_000
 
@@ -121,12 +127,7 @@ def test_counts_2_beat_the_first_version_on_real_text():
 def test_counts_2_keep_contexts_apart_and_halve_at_their_limit():
     # "ab" repeated: every context has one follower; counts grow to the limit and are halved, and no
     # sparse context ever holds more than one byte (tags keep the two kinds of context apart).
-    grid, run, full, rest = step_major(b"ab" * 70_000, 1)
-    counts = ContextCounts2(grid)
-    rows = np.full((1, 256), 4096, dtype=np.int32)
-    for t in range(run):
-        counts.tables(t, rows, 1)
-        counts.update(t, 1)
+    counts = fed_ab_repeats(ContextCounts2)
     assert counts.dense_totals.max() < (1 << 16) - 1 and counts.dense.max() > 10_000
     assert counts.sparse_totals.max() < (1 << 16) - 1 and counts.pair_counts.max() > 10_000
     assert ((counts.pair_counts > 0).sum(axis=1) <= 1).all()
