@@ -40,17 +40,19 @@ position instead of two.
 from __future__ import annotations
 
 import copy
-import itertools
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from shazip.modelfile import ModelFile
+
+if TYPE_CHECKING:
+    from shazip.crew import LaneCrew
 
 QUANT_SCHEME = "shazip-int8-v1"  # the formulas below; export writes it into the model file
 START_BYTE = 10  # a fresh lane behaves as if it had just consumed a newline from the zero state
@@ -372,11 +374,11 @@ class Engine:
             raise ValueError(f"{k} symbols for {state.lanes} lanes")
         if k == 0:
             return
+        if self.backend == "numba":
+            self._step_numba(state, sym.astype(np.int64), k)
+            return
         with torch.no_grad():
-            if self.backend == "numba":
-                self._step_numba(state, sym.astype(np.int64), k)
-            else:
-                self._step(state, torch.from_numpy(sym.astype(np.int64)).to(self.device), k)
+            self._step(state, torch.from_numpy(sym.astype(np.int64)).to(self.device), k)
 
     # ---- the step (numba kernels for the elementwise work, torch float32 GEMMs) ----
     def _gemm(self, a: np.ndarray, name: str, G) -> np.ndarray:  # noqa: ANN001, N803 - kernels namespace
@@ -395,51 +397,36 @@ class Engine:
 
     def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
         """The whole step of a lane group in one compiled call (`_kernels.step_group`). With several
-        threads (torch's setting) and from SPLIT_MIN_LANES lanes on, the lanes are cut into groups of about
-        GROUP_LANES (at least two), which the threads take one after another (the call runs without the
-        GIL). Measured on 2 cores: below 16 lanes one call on one thread was the fastest; kernels run
-        parallel over lanes (the former few-lanes path) were never faster than these groups."""
+        threads (torch's setting), from SPLIT_MIN_LANES lanes on and when the model allows the one-call
+        step, the lanes are cut into groups of about GROUP_LANES (at least two), which this thread and
+        the state's helper threads take one after another (`shazip.crew`). Each lane is still computed
+        by the same integer formulas, so tables do not depend on the split. Measured on 2 cores: below
+        16 lanes one call on one thread was the fastest; kernels run parallel over lanes (the former
+        few-lanes path) were never faster than these groups."""
         threads = min(torch.get_num_threads(), _CPU_COUNT)
-        if threads < 2 or k < SPLIT_MIN_LANES:
+        if threads < 2 or k < SPLIT_MIN_LANES or self._fused is None:
             self._step_group(st, x, 0, k)
             return
-        # A few hand-overs per step instead of one per kernel. More groups than threads, taken as the
-        # threads get free: a thread whose core is shared with another process (DESIGN.md section 4)
-        # takes fewer of them instead of holding up the step. Each lane is still computed by the same
-        # integer formulas, so tables do not depend on the split.
         groups = max(2, k // GROUP_LANES)
-        cuts = np.array([k * g // groups for g in range(groups + 1)], dtype=np.int64)
-        if self._fused is None:
-            claim = itertools.count()  # (next() on it is atomic under the GIL: each group is taken once)
+        self._lane_crew(st, min(threads, groups) - 1).step(x, groups)
 
-            def take_groups() -> None:
-                while (g := next(claim)) < groups:
-                    self._step_group(st, x, cuts[g], cuts[g + 1])
-
-        else:
-            # One compiled call per thread, which claims the groups itself (an atomic counter): the
-            # threads do not queue for the GIL to start each group.
-            claimed = np.zeros(1, dtype=np.int64)
-
-            def take_groups() -> None:
-                self._step_groups(st, x, cuts, claimed)
-
-        helpers = min(threads, groups) - 1
-        others = [_step_pool(helpers).submit(take_groups) for _ in range(helpers)]
-        take_groups()
-        for f in others:
-            f.result()
-
-    def _step_groups(self, st: EngineState, x: np.ndarray, cuts: np.ndarray, claimed: np.ndarray) -> None:
-        """This thread's share of a step: `_kernels.step_groups` (the model allows the one-call step)."""
+    def _lane_crew(self, st: EngineState, helpers: int) -> LaneCrew:
+        """The state's helper threads for this model (made anew when the model, the state's arrays, the
+        number of helpers or the process changed; the old ones are stopped)."""
         from shazip import _kernels
+        from shazip.crew import LaneCrew
 
-        blocks, head = _kernels.plain_params(*self._fused)
         views = st.numpy_views()
-        _kernels.step_groups(
-            x, cuts, claimed, blocks, head, views["h8"], views["cell"], views["ring"], views["written"],
-            views["freqs"],
-        )  # fmt: skip
+        key = (id(self._fused), views["_key"], helpers, os.getpid())
+        old_key, crew = st.__dict__.get("_crew", (None, None))
+        if old_key != key:
+            if crew is not None and crew.pid == os.getpid():
+                crew.close()
+            state = (views["h8"], views["cell"], views["ring"], views["written"], views["freqs"])
+            crew = LaneCrew(helpers, st.lanes, _kernels.plain_params(*self._fused), state)
+            st.__dict__["_crew"] = (key, crew)
+            weakref.finalize(st, crew.close)  # (the helpers hold the state's arrays, not the state)
+        return crew
 
     def _step_group(self, st: EngineState, x: np.ndarray, lo: int, hi: int) -> None:
         """Lanes lo..hi-1 consume x[lo:hi] on this thread: one compiled call when the model allows."""
@@ -675,15 +662,6 @@ class Engine:
 
 
 _CPU_COUNT = os.cpu_count() or 1  # (read once: the call costs ~0.1 ms, and _step_numba runs every step)
-_STEP_POOLS: dict[int, ThreadPoolExecutor] = {}  # helper threads for _step_numba, by their number
-_STEP_POOLS_LOCK = threading.Lock()
-
-
-def _step_pool(workers: int) -> ThreadPoolExecutor:
-    with _STEP_POOLS_LOCK:
-        if workers not in _STEP_POOLS:
-            _STEP_POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="shazip-engine")
-        return _STEP_POOLS[workers]
 
 
 def _numba_available() -> bool:

@@ -1,0 +1,144 @@
+"""The engine's helper threads (shazip.crew): exact tables however the state is used, threads that stop."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from shazip.engine import Engine
+
+from .test_engine import run_tables, text_lanes
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture
+def two_threads():  # noqa: ANN201
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def one_thread_tables(engine: Engine, seq: np.ndarray) -> np.ndarray:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_tables(engine, seq)
+    finally:
+        torch.set_num_threads(before)
+
+
+def crew_threads() -> int:
+    return sum(t.name == "shazip-lanes" for t in threading.enumerate())
+
+
+def test_spin_until_sees_another_threads_update() -> None:
+    from shazip.crew import spin_until, spins_for
+
+    counter = np.zeros(1, dtype=np.int64)
+    assert not spin_until(counter, 1, 1000)  # never reached: gives up
+    assert spin_until(counter, 0, 1)
+    threading.Timer(0.01, lambda: counter.__setitem__(0, 3)).start()
+    assert spin_until(counter, 3, spins_for(5.0))  # returns once the other thread wrote it
+    assert counter[0] == 3
+
+
+def test_helpers_step_exactly_with_the_caller(fixture_engine: Engine, two_threads: None) -> None:
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
+    seq = text_lanes(48, 45, offset=110000)  # 3 groups of 16: one more than the threads
+    reference = one_thread_tables(fixture_engine, seq)
+    np.testing.assert_array_equal(run_tables(fixture_engine, seq), reference)
+    # steps far apart: the helper stops watching and sleeps between them, then is woken
+    state = fixture_engine.new_state(48)
+    tables = [fixture_engine.predict(state)]
+    for s in range(6):
+        fixture_engine.advance(state, seq[s])
+        tables.append(fixture_engine.predict(state))
+        time.sleep(0.01)
+    np.testing.assert_array_equal(np.stack(tables), reference[:7])
+
+
+def test_new_arrays_in_a_state_get_new_helpers(fixture_engine: Engine, two_threads: None) -> None:
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
+    seq = text_lanes(32, 30, offset=130000)
+    reference = one_thread_tables(fixture_engine, seq)
+    state = fixture_engine.new_state(32)
+    for s in range(10):
+        fixture_engine.advance(state, seq[s])
+    at_10 = state.copy()
+    for s in range(10, 15):
+        fixture_engine.advance(state, seq[s])  # helpers now bound to this state's arrays
+    # the state is given other arrays (step 10's): the old helpers must not step the old ones
+    state.h8, state.cell, state.ring, state.written, state.freqs = (
+        at_10.h8,
+        at_10.cell,
+        at_10.ring,
+        at_10.written,
+        at_10.freqs,
+    )
+    np.testing.assert_array_equal(run_tables(fixture_engine, seq[10:], state), reference[10:])
+
+
+def test_two_states_stepped_at_once_from_two_threads(fixture_engine: Engine, two_threads: None) -> None:
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
+    seqs = [text_lanes(16, 30, offset=150000 + 40000 * i) for i in range(2)]
+    references = [one_thread_tables(fixture_engine, s) for s in seqs]
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        results[i] = run_tables(fixture_engine, seqs[i])
+
+    callers = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    for got, want in zip(results, references, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_helpers_stop_with_their_state(fixture_engine: Engine, two_threads: None) -> None:
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
+    gc.collect()
+    before = crew_threads()
+    state = fixture_engine.new_state(16)
+    fixture_engine.advance(state, text_lanes(16, 1)[0])
+    assert crew_threads() == before + 1
+    del state
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while crew_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert crew_threads() == before
+
+
+def _child_tables(engine: Engine, state, seq: np.ndarray, queue) -> None:  # noqa: ANN001
+    torch.set_num_threads(2)
+    queue.put(run_tables(engine, seq, state))
+
+
+def test_a_forked_child_steps_without_the_parents_threads(fixture_engine: Engine, two_threads: None) -> None:
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
+    seq = text_lanes(16, 20, offset=230000)
+    reference = one_thread_tables(fixture_engine, seq)
+    state = fixture_engine.new_state(16)
+    fixture_engine.advance(state, seq[0])  # the parent's helper threads exist now; a child has none
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_tables, args=(fixture_engine, state, seq[1:], queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    np.testing.assert_array_equal(got, reference[1:])
