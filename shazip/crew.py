@@ -20,9 +20,11 @@ engine makes a new one when either changes, and stops the old one's threads.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
+import weakref
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -151,8 +153,12 @@ class LaneCrew:
         self.spins = spins_for(SPIN_SECONDS)
         self.error: BaseException | None = None
         self._model, self._state = model, state
-        for _ in range(helpers):
-            threading.Thread(target=self._helper, name="shazip-lanes", daemon=True).start()
+        self.threads = [
+            threading.Thread(target=self._helper, name="shazip-lanes", daemon=True) for _ in range(helpers)
+        ]
+        for t in self.threads:
+            t.start()
+        _LIVE.add(self)
 
     def _helper(self) -> None:
         seen = 0
@@ -185,7 +191,13 @@ class LaneCrew:
         while self.finished[0] < target:  # helpers slower than the watch: the OS gave their cores away
             if self.error is not None:
                 raise RuntimeError("an engine helper thread failed") from self.error
+            if self.closed:
+                raise RuntimeError("the engine's helper threads were stopped during a step")
             time.sleep(POLL_SECONDS)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.stop[0])
 
     def close(self) -> None:
         """Stop the helpers (they return within a watch or at once if asleep). Does not wait for them:
@@ -194,3 +206,19 @@ class LaneCrew:
         with self.wake:
             self.posted[0] += 1
             self.wake.notify_all()
+
+
+_LIVE: weakref.WeakSet[LaneCrew] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop and join every crew's helpers before the interpreter shuts down: a daemon thread that comes
+    back from compiled code after that is ended by pthread_exit, whose unwinding through the compiled
+    frames aborted the process ("terminate called without an active exception", exit status 134)."""
+    crews = list(_LIVE)
+    for crew in crews:
+        crew.close()
+    for crew in crews:
+        for t in crew.threads:
+            t.join(timeout=5)

@@ -419,7 +419,7 @@ class Engine:
         views = st.numpy_views()
         key = (id(self._fused), views["_key"], helpers, os.getpid())
         old_key, crew = st.__dict__.get("_crew", (None, None))
-        if old_key != key:
+        if old_key != key or crew.closed:
             if crew is not None and crew.pid == os.getpid():
                 crew.close()
             state = (views["h8"], views["cell"], views["ring"], views["written"], views["freqs"])
