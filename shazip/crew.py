@@ -159,6 +159,7 @@ class LaneCrew:
         for t in self.threads:
             t.start()
         _LIVE.add(self)
+        _THREADS[:] = [t for t in _THREADS if t.is_alive()] + self.threads
 
     def _helper(self) -> None:
         seen = 0
@@ -208,17 +209,18 @@ class LaneCrew:
             self.wake.notify_all()
 
 
-_LIVE: weakref.WeakSet[LaneCrew] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[LaneCrew] = weakref.WeakSet()  # crews not yet collected
+_THREADS: list[threading.Thread] = []  # every helper thread that may still run (also of collected crews)
 
 
 @atexit.register
 def _stop_all() -> None:
-    """Stop and join every crew's helpers before the interpreter shuts down: a daemon thread that comes
-    back from compiled code after that is ended by pthread_exit, whose unwinding through the compiled
-    frames aborted the process ("terminate called without an active exception", exit status 134)."""
-    crews = list(_LIVE)
-    for crew in crews:
+    """Stop every crew and join every helper thread before the interpreter shuts down. A helper thread
+    that is still ending then (it drops the last references to the state's torch-backed arrays as it
+    ends, e.g. when its state was collected just before exit) re-takes the GIL inside torch's C++
+    deallocator, is ended there by pthread_exit, and the unwinding aborts the process ("terminate called
+    without an active exception", exit status 134: seen in most runs of the test's script)."""
+    for crew in list(_LIVE):
         crew.close()
-    for crew in crews:
-        for t in crew.threads:
-            t.join(timeout=5)
+    for t in list(_THREADS):
+        t.join(timeout=5)
