@@ -306,7 +306,7 @@ class Engine:
         for f in fields[2:]:
             like = next((b[f] for b in blocks if b[f] is not None), None)
             if like is None:  # only one block: no block starts with a LayerNorm
-                like = np.zeros((0, 0, 16, 2), np.int16) if f in GEMM_WEIGHTS else np.zeros(0, np.int64)
+                like = np.zeros((0, 0, 16, 2), np.int8) if f in GEMM_WEIGHTS else np.zeros(0, np.int64)
             for b in blocks:
                 if b[f] is None:
                     b[f] = np.zeros((0,) * like.ndim, like.dtype) if isinstance(like, np.ndarray) else 0
