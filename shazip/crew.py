@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 
 from shazip._kernels import claim, step_groups
 
-SPIN_SECONDS = 0.002  # how long a thread watches a counter before it sleeps (> one 16-lane group, ~1 ms)
+SPIN_SECONDS = 0.002  # how long a thread watches a counter before it sleeps (> a lane group's step)
 YIELD_EVERY = 64  # watch iterations between two sched_yield calls
 POLL_SECONDS = 0.0002  # the caller's sleep between checks once its watching ran out
 _X86 = llvm_binding.get_process_triple().split("-")[0] in ("x86_64", "i386", "i686")

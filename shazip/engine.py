@@ -76,7 +76,9 @@ ATT_AVG_Q = 8  # attention average of int8 memory vectors, Q8
 LOGIT_Q = 10  # logits in Q10 nats
 LOGIT_EXP_SIZE = 20 << LOGIT_Q  # exp table over 20 nats of (max - logit), values in Q20
 SPLIT_MIN_LANES = 16  # from here on, several threads step separate groups of lanes (see _step_numba) ...
-GROUP_LANES = 16  # ... of about this many lanes (per-core speed is flat from ~8 lanes per group up)
+GROUP_LANES = 8  # ... of about this many lanes (2 threads, interleaved in one process: 8 vs 16 lanes
+# per group x1.02-1.10 at 64 and 256 lanes, 4 or 6 alike, 12 slower: a group's scratch and its lanes'
+# state stay in cache, and the int8 weights it streams once per group cost little)
 GEMM_WEIGHTS = ("wih", "whh", "wq", "wup", "wout")  # int8 weight matrices (per-output-channel scales)
 # numba backend: per-channel arrays held as int32 when they fit (see Engine.__init__)
 NARROW_MULTIPLIERS = (

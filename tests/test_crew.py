@@ -55,11 +55,11 @@ def test_spin_until_sees_another_threads_update() -> None:
 def test_helpers_step_exactly_with_the_caller(fixture_engine: Engine, two_threads: None) -> None:
     if fixture_engine.backend != "numba":
         pytest.skip("numba backend not in use")
-    seq = text_lanes(48, 45, offset=110000)  # 3 groups of 16: one more than the threads
+    seq = text_lanes(44, 45, offset=110000)  # 5 lane groups of 8 or 9: more than the threads, odd
     reference = one_thread_tables(fixture_engine, seq)
     np.testing.assert_array_equal(run_tables(fixture_engine, seq), reference)
     # steps far apart: the helper stops watching and sleeps between them, then is woken
-    state = fixture_engine.new_state(48)
+    state = fixture_engine.new_state(44)
     tables = [fixture_engine.predict(state)]
     for s in range(6):
         fixture_engine.advance(state, seq[s])
