@@ -21,10 +21,13 @@ pytest.importorskip("numba")
 
 
 @pytest.fixture
-def two_threads():  # noqa: ANN201
+def engine(fixture_engine: Engine):  # noqa: ANN201
+    """The fixture engine on the numba backend (the only one with helper threads), torch at 2 threads."""
+    if fixture_engine.backend != "numba":
+        pytest.skip("numba backend not in use")
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    yield
+    yield fixture_engine
     torch.set_num_threads(before)
 
 
@@ -52,33 +55,29 @@ def test_spin_until_sees_another_threads_update() -> None:
     assert counter[0] == 3
 
 
-def test_helpers_step_exactly_with_the_caller(fixture_engine: Engine, two_threads: None) -> None:
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
+def test_helpers_step_exactly_with_the_caller(engine: Engine) -> None:
     seq = text_lanes(44, 45, offset=110000)  # 5 lane groups of 8 or 9: more than the threads, odd
-    reference = one_thread_tables(fixture_engine, seq)
-    np.testing.assert_array_equal(run_tables(fixture_engine, seq), reference)
+    reference = one_thread_tables(engine, seq)
+    np.testing.assert_array_equal(run_tables(engine, seq), reference)
     # steps far apart: the helper stops watching and sleeps between them, then is woken
-    state = fixture_engine.new_state(44)
-    tables = [fixture_engine.predict(state)]
+    state = engine.new_state(44)
+    tables = [engine.predict(state)]
     for s in range(6):
-        fixture_engine.advance(state, seq[s])
-        tables.append(fixture_engine.predict(state))
+        engine.advance(state, seq[s])
+        tables.append(engine.predict(state))
         time.sleep(0.01)
     np.testing.assert_array_equal(np.stack(tables), reference[:7])
 
 
-def test_new_arrays_in_a_state_get_new_helpers(fixture_engine: Engine, two_threads: None) -> None:
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
+def test_new_arrays_in_a_state_get_new_helpers(engine: Engine) -> None:
     seq = text_lanes(32, 30, offset=130000)
-    reference = one_thread_tables(fixture_engine, seq)
-    state = fixture_engine.new_state(32)
+    reference = one_thread_tables(engine, seq)
+    state = engine.new_state(32)
     for s in range(10):
-        fixture_engine.advance(state, seq[s])
+        engine.advance(state, seq[s])
     at_10 = state.copy()
     for s in range(10, 15):
-        fixture_engine.advance(state, seq[s])  # helpers now bound to this state's arrays
+        engine.advance(state, seq[s])  # helpers now bound to this state's arrays
     # the state is given other arrays (step 10's): the old helpers must not step the old ones
     state.h8, state.cell, state.ring, state.written, state.freqs = (
         at_10.h8,
@@ -87,18 +86,16 @@ def test_new_arrays_in_a_state_get_new_helpers(fixture_engine: Engine, two_threa
         at_10.written,
         at_10.freqs,
     )
-    np.testing.assert_array_equal(run_tables(fixture_engine, seq[10:], state), reference[10:])
+    np.testing.assert_array_equal(run_tables(engine, seq[10:], state), reference[10:])
 
 
-def test_two_states_stepped_at_once_from_two_threads(fixture_engine: Engine, two_threads: None) -> None:
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
+def test_two_states_stepped_at_once_from_two_threads(engine: Engine) -> None:
     seqs = [text_lanes(16, 30, offset=150000 + 40000 * i) for i in range(2)]
-    references = [one_thread_tables(fixture_engine, s) for s in seqs]
+    references = [one_thread_tables(engine, s) for s in seqs]
     results: list = [None, None]
 
     def run(i: int) -> None:
-        results[i] = run_tables(fixture_engine, seqs[i])
+        results[i] = run_tables(engine, seqs[i])
 
     callers = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in callers:
@@ -109,13 +106,11 @@ def test_two_states_stepped_at_once_from_two_threads(fixture_engine: Engine, two
         np.testing.assert_array_equal(got, want)
 
 
-def test_helpers_stop_with_their_state(fixture_engine: Engine, two_threads: None) -> None:
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
+def test_helpers_stop_with_their_state(engine: Engine) -> None:
     gc.collect()
     before = crew_threads()
-    state = fixture_engine.new_state(16)
-    fixture_engine.advance(state, text_lanes(16, 1)[0])
+    state = engine.new_state(16)
+    engine.advance(state, text_lanes(16, 1)[0])
     assert crew_threads() == before + 1
     del state
     gc.collect()
@@ -130,16 +125,14 @@ def _child_tables(engine: Engine, state, seq: np.ndarray, queue) -> None:  # noq
     queue.put(run_tables(engine, seq, state))
 
 
-def test_a_forked_child_steps_without_the_parents_threads(fixture_engine: Engine, two_threads: None) -> None:
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
+def test_a_forked_child_steps_without_the_parents_threads(engine: Engine) -> None:
     seq = text_lanes(16, 20, offset=230000)
-    reference = one_thread_tables(fixture_engine, seq)
-    state = fixture_engine.new_state(16)
-    fixture_engine.advance(state, seq[0])  # the parent's helper threads exist now; a child has none
+    reference = one_thread_tables(engine, seq)
+    state = engine.new_state(16)
+    engine.advance(state, seq[0])  # the parent's helper threads exist now; a child has none
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_child_tables, args=(fixture_engine, state, seq[1:], queue))
+    child = ctx.Process(target=_child_tables, args=(engine, state, seq[1:], queue))
     child.start()
     got = queue.get(timeout=60)
     child.join(timeout=60)
@@ -182,17 +175,15 @@ def test_the_interpreter_exits_cleanly_while_helpers_end() -> None:
         assert done.stdout == b"done\n"
 
 
-def test_stop_all_joins_every_helper(fixture_engine: Engine, two_threads: None) -> None:
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
+def test_stop_all_joins_every_helper(engine: Engine) -> None:
     from shazip import crew
 
     seq = text_lanes(16, 4, offset=300000)
-    reference = one_thread_tables(fixture_engine, seq)
-    state = fixture_engine.new_state(16)
-    fixture_engine.advance(state, seq[0])
+    reference = one_thread_tables(engine, seq)
+    state = engine.new_state(16)
+    engine.advance(state, seq[0])
     assert crew_threads() >= 1
     crew._stop_all()
     assert crew_threads() == 0
     # the state stepped after that (by another exit handler, say) gets new helpers instead of waiting
-    np.testing.assert_array_equal(run_tables(fixture_engine, seq[1:], state), reference[1:])
+    np.testing.assert_array_equal(run_tables(engine, seq[1:], state), reference[1:])
