@@ -749,6 +749,11 @@ def claim(counter) -> int:  # noqa: ANN001
     return _claim(counter)
 
 
+def group_bounds(k: int, groups: int) -> np.ndarray:
+    """step_groups' cuts: lanes 0..k-1 in `groups` groups of nearly equal size (int64, groups + 1 bounds)."""
+    return np.array([k * g // groups for g in range(groups + 1)], dtype=np.int64)
+
+
 @njit(**_opts)
 def step_groups(x, cuts, claimed, blocks, head, h8, cell, ring, written, freqs) -> None:  # noqa: ANN001
     """step_group for the lane groups cuts[g]..cuts[g + 1] - 1, each taken by an atomic claim on

@@ -32,7 +32,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from shazip._kernels import claim, step_groups
+from shazip._kernels import claim, group_bounds, step_groups
 
 SPIN_SECONDS = 0.002  # how long a thread watches a counter before it sleeps (> a lane group's step)
 YIELD_EVERY = 64  # watch iterations between two sched_yield calls
@@ -179,7 +179,7 @@ class LaneCrew:
         helpers; returns when all are done."""
         k = len(x)
         self.x[:k] = x
-        self.cuts[: groups + 1] = [k * g // groups for g in range(groups + 1)]
+        self.cuts[: groups + 1] = group_bounds(k, groups)
         self.groups[0] = groups
         self.claimed[0] = 0
         target = int(self.finished[0]) + self.helpers

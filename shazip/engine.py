@@ -415,11 +415,11 @@ class Engine:
             return
         from shazip import _kernels
 
-        cuts = np.array([k * g // groups for g in range(groups + 1)], dtype=np.int64)
         views = st.numpy_views()
+        cuts, claimed = _kernels.group_bounds(k, groups), np.zeros(1, dtype=np.int64)
         _kernels.step_groups(
-            x, cuts, np.zeros(1, dtype=np.int64), *_kernels.plain_params(*self._fused), views["h8"],
-            views["cell"], views["ring"], views["written"], views["freqs"],
+            x, cuts, claimed, *_kernels.plain_params(*self._fused), views["h8"], views["cell"], views["ring"],
+            views["written"], views["freqs"],
         )  # fmt: skip
 
     def _lane_crew(self, st: EngineState, helpers: int) -> LaneCrew:
