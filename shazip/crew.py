@@ -21,7 +21,6 @@ engine makes a new one when either changes, and stops the old one's threads.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 import time
 import weakref
@@ -141,7 +140,6 @@ class LaneCrew:
 
     def __init__(self, helpers: int, lanes: int, model: tuple, state: tuple) -> None:
         self.helpers = helpers
-        self.pid = os.getpid()  # (a forked child has none of these threads: see Engine._lane_crew)
         self.posted = np.zeros(1, dtype=np.int64)  # steps posted so far
         self.finished = np.zeros(1, dtype=np.int64)  # helper-steps finished so far
         self.stop = np.zeros(1, dtype=np.int64)

@@ -432,7 +432,7 @@ class Engine:
         key = (id(self._fused), views["_key"], helpers, os.getpid())
         old_key, crew = st.__dict__.get("_crew", (None, None))
         if old_key != key or crew.closed:
-            if crew is not None and crew.pid == os.getpid():
+            if crew is not None and old_key[-1] == key[-1]:  # (a forked child has none of its threads)
                 crew.close()
             state = (views["h8"], views["cell"], views["ring"], views["written"], views["freqs"])
             crew = LaneCrew(helpers, st.lanes, _kernels.plain_params(*self._fused), state)
