@@ -109,9 +109,9 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
     """
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
-    z = np.empty(4 * d, dtype=np.int32)  # table index of each gate pre-activation
+    z = np.empty(4 * d, dtype=np.uint32)  # table index of each gate pre-activation (unsigned: see _index)
     gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
-    at = np.empty(d, dtype=np.int32)  # table index of the new cell value
+    at = np.empty(d, dtype=np.uint32)  # table index of the new cell value
     tc = np.empty(d, dtype=np.int32)  # tanh of the new cell value, Q15
     for r in range(k):
         ax = acc_x[r]
@@ -228,62 +228,190 @@ def _scores_kernel(keys: int, use_avx2: bool):  # noqa: ANN202 - a numba intrins
     return kernel
 
 
-def _weighted_sum_kernel(vectors: int):  # noqa: ANN202 - a numba intrinsic
-    """An intrinsic kernel(ring, r, weights, valid, c0, out): out[c0 : c0 + 8 * vectors] (int32) =
-    sum over j < valid of weights[j] * ring[r, j, c0 : ...], with the 8 * vectors int32 sums held in
-    registers across all positions (numba's loop would load and store them for every position)."""
+def _byte_ops(builder: ir.IRBuilder, use_avx2: bool):  # noqa: ANN202
+    """(sign, madd_bytes) on <32 x i8>: sign(m, s) = m negated where s < 0 and zeroed where s == 0 (AVX2
+    vpsignb); madd_bytes(a, b) = the <16 x i16> sums of adjacent products of unsigned a and signed b (AVX2
+    vpmaddubsw, which saturates; its callers keep every sum within int16, so the plain sum is the same)."""
+    i8, i16 = ir.IntType(8), ir.IntType(16)
+    v32x8, v16x16, v32x16 = ir.VectorType(i8, 32), ir.VectorType(i16, 16), ir.VectorType(i16, 32)
+    if use_avx2:
+        fn_sign = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v32x8, [v32x8, v32x8]), "llvm.x86.avx2.psign.b"
+        )
+        fn_madd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16x16, [v32x8, v32x8]), "llvm.x86.avx2.pmadd.ub.sw"
+        )
+        return (lambda m, s: builder.call(fn_sign, [m, s])), (lambda a, b: builder.call(fn_madd, [a, b]))
+    zero = ir.Constant(v32x8, [0] * 32)
+    even = ir.Constant(ir.VectorType(ir.IntType(32), 16), list(range(0, 32, 2)))
+    odd = ir.Constant(ir.VectorType(ir.IntType(32), 16), list(range(1, 32, 2)))
+
+    def sign(m: ir.Value, s: ir.Value) -> ir.Value:
+        flipped = builder.select(builder.icmp_signed("<", s, zero), builder.sub(zero, m), m)
+        return builder.select(builder.icmp_signed("==", s, zero), zero, flipped)
+
+    def madd_bytes(a: ir.Value, b: ir.Value) -> ir.Value:
+        p = builder.mul(builder.zext(a, v32x16), builder.sext(b, v32x16))
+        return builder.add(builder.shuffle_vector(p, p, even), builder.shuffle_vector(p, p, odd))
+
+    return sign, madd_bytes
+
+
+def _sum_each(builder: ir.IRBuilder, vectors: list) -> ir.Value:
+    """Eight <8 x i32> -> one <8 x i32> holding each one's total (a tree of pairwise sums, in place of
+    eight chains of element extractions)."""
+    v8x32 = ir.VectorType(ir.IntType(32), 8)
+
+    def pair_sums(a: ir.Value, b: ir.Value) -> ir.Value:  # (AVX2 vphaddd's layout)
+        first = builder.shuffle_vector(a, b, ir.Constant(v8x32, [0, 2, 8, 10, 4, 6, 12, 14]))
+        return builder.add(
+            first, builder.shuffle_vector(a, b, ir.Constant(v8x32, [1, 3, 9, 11, 5, 7, 13, 15]))
+        )
+
+    h = [pair_sums(vectors[i], vectors[i + 1]) for i in range(0, 8, 2)]
+    a, b = pair_sums(h[0], h[1]), pair_sums(h[2], h[3])  # [v0..v3 halves | v4..v7 halves] per 128 bits
+    low = builder.shuffle_vector(a, b, ir.Constant(v8x32, [0, 1, 2, 3, 8, 9, 10, 11]))
+    return builder.add(low, builder.shuffle_vector(a, b, ir.Constant(v8x32, [4, 5, 6, 7, 12, 13, 14, 15])))
+
+
+def _scores_bytes_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
+    """An intrinsic kernel(q_abs, q_sign, ring, r, j0, scores): scores[j0 + t] = q . ring[r, j0 + t] for
+    t < 8, d a multiple of 32; q_abs = |q| (uint8), q_sign = q (int8), |q| <= 127 and ring values in
+    [-127, 127].
+
+    Per 32 columns and key: the key's bytes take the query's signs (vpsignb), multiply-add with |q| into
+    int16 pairs (vpmaddubsw: |pair| <= 2 * 127 * 127 < 2**15, no saturation), then into int32 (vpmaddwd
+    with ones): two multiplies per 32 products, no sign extension of the keys (x1.25 over sign-extending
+    16 columns at a time). The eight keys' totals come from one tree of pairwise sums."""
 
     @intrinsic
-    def kernel(typingctx, ring, r, weights, valid, c0, out):  # noqa: ANN001, ANN202, ARG001
+    def kernel(typingctx, q_abs, q_sign, ring, r, j0, scores):  # noqa: ANN001, ANN202, ARG001
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+            qa_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            qs_arr = context.make_array(signature.args[1])(context, builder, args[1])
+            ring_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            s_arr = context.make_array(signature.args[5])(context, builder, args[5])
+            lane, first = args[3], args[4]
+            i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            v32x8, v16x16, v8x32 = ir.VectorType(i8, 32), ir.VectorType(i16, 16), ir.VectorType(i32, 8)
+            _, slots, d = cgutils.unpack_tuple(builder, ring_arr.shape, 3)
+            qa_ptr = builder.bitcast(qa_arr.data, i8.as_pointer())
+            qs_ptr = builder.bitcast(qs_arr.data, i8.as_pointer())
+            ring_ptr = builder.bitcast(ring_arr.data, i8.as_pointer())
+            s_ptr = builder.bitcast(s_arr.data, i32.as_pointer())
+            sign, madd_bytes = _byte_ops(builder, use_avx2)
+            madd_pairs = _madd_pairs(builder, use_avx2)
+            ones = ir.Constant(v16x16, [1] * 16)
+            rows = [
+                builder.mul(builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d)
+                for t in range(8)
+            ]
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(8)]
+            with cgutils.for_range(builder, builder.udiv(d, ir.Constant(i64, 32))) as loop:
+                col = builder.mul(loop.index, ir.Constant(i64, 32))
+                qa = builder.load(builder.bitcast(builder.gep(qa_ptr, [col]), v32x8.as_pointer()), align=1)
+                qs = builder.load(builder.bitcast(builder.gep(qs_ptr, [col]), v32x8.as_pointer()), align=1)
+                for t in range(8):
+                    at = builder.gep(ring_ptr, [builder.add(rows[t], col)])
+                    key = builder.load(builder.bitcast(at, v32x8.as_pointer()), align=1)
+                    products = madd_pairs(madd_bytes(qa, sign(key, qs)), ones)
+                    builder.store(builder.add(builder.load(acc[t]), products), acc[t])
+            totals = _sum_each(builder, [builder.load(a) for a in acc])
+            builder.store(totals, builder.bitcast(builder.gep(s_ptr, [first]), v8x32.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return types.void(q_abs, q_sign, ring, r, j0, scores), codegen
+
+    return kernel
+
+
+def _weighted_sum_kernel(groups: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
+    """An intrinsic kernel(ring, r, weight_pairs, pairs, c0, out): out[c0 : c0 + 16 * groups] (int32) =
+    sum over p < pairs of the weights of positions 2p and 2p + 1 times their memory vectors ring[r, 2p]
+    and ring[r, 2p + 1]. weight_pairs[p] (int32) holds position 2p's weight in its low 16 bits and 2p + 1's
+    in its high 16 bits (int16 values): one multiply-add-pairs (vpmaddwd) takes both positions, the two
+    rows' bytes interleaved (x1.2 over one int32 multiply per position). The 2 * groups int32 sums stay
+    in registers across all positions."""
+    i32 = ir.IntType(32)
+    # the two rows' 16 int16 values interleaved within each 128-bit half (AVX2 vpunpck*wd's layout)
+    interleave_low = ir.Constant(
+        ir.VectorType(i32, 16), [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]
+    )
+    interleave_high = ir.Constant(
+        ir.VectorType(i32, 16), [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]
+    )
+
+    @intrinsic
+    def kernel(typingctx, ring, r, weight_pairs, pairs, c0, out):  # noqa: ANN001, ANN202, ARG001
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
             ring_arr = context.make_array(signature.args[0])(context, builder, args[0])
             w_arr = context.make_array(signature.args[2])(context, builder, args[2])
             o_arr = context.make_array(signature.args[5])(context, builder, args[5])
             lane, count, col = args[1], args[3], args[4]
-            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-            v8x8, v8x32 = ir.VectorType(i8, 8), ir.VectorType(i32, 8)
+            i8, i16, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(64)
+            v16x8, v16x16, v8x32 = ir.VectorType(i8, 16), ir.VectorType(i16, 16), ir.VectorType(i32, 8)
             _, slots, d = cgutils.unpack_tuple(builder, ring_arr.shape, 3)
             base = builder.add(builder.mul(builder.mul(lane, slots), d), col)
             ring_ptr = builder.bitcast(ring_arr.data, i8.as_pointer())
             w_ptr = builder.bitcast(w_arr.data, i32.as_pointer())
             o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
-            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(vectors)]
+            madd_pairs = _madd_pairs(builder, use_avx2)
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(2 * groups)]
+            two_rows = builder.mul(d, ir.Constant(i64, 2))
             with cgutils.for_range(builder, count) as loop:
                 w = builder.load(builder.gep(w_ptr, [loop.index]))
                 splat = builder.insert_element(ir.Constant(v8x32, ir.Undefined), w, ir.Constant(i32, 0))
-                splat = builder.shuffle_vector(splat, splat, ir.Constant(v8x32, [0] * 8))
-                row = builder.add(base, builder.mul(loop.index, d))
-                for v in range(vectors):
-                    at = builder.gep(ring_ptr, [builder.add(row, ir.Constant(i64, 8 * v))])
-                    key = builder.sext(builder.load(builder.bitcast(at, v8x8.as_pointer()), align=1), v8x32)
-                    builder.store(builder.add(builder.load(acc[v]), builder.mul(key, splat)), acc[v])
-            for v in range(vectors):
-                at = builder.gep(o_ptr, [builder.add(col, ir.Constant(i64, 8 * v))])
-                builder.store(builder.load(acc[v]), builder.bitcast(at, v8x32.as_pointer()), align=4)
+                splat = builder.bitcast(
+                    builder.shuffle_vector(splat, splat, ir.Constant(v8x32, [0] * 8)), v16x16
+                )
+                row0 = builder.add(base, builder.mul(loop.index, two_rows))
+                row1 = builder.add(row0, d)
+                for g in range(groups):
+                    a, b = (
+                        builder.sext(
+                            builder.load(
+                                builder.bitcast(
+                                    builder.gep(ring_ptr, [builder.add(row, ir.Constant(i64, 16 * g))]),
+                                    v16x8.as_pointer(),
+                                ),
+                                align=1,
+                            ),
+                            v16x16,
+                        )
+                        for row in (row0, row1)
+                    )
+                    for h, order in enumerate((interleave_low, interleave_high)):
+                        products = madd_pairs(builder.shuffle_vector(a, b, order), splat)
+                        builder.store(builder.add(builder.load(acc[2 * g + h]), products), acc[2 * g + h])
+            for g in range(groups):  # undo the interleaving: columns 0-3, 8-11 | 4-7, 12-15 -> 0-7 | 8-15
+                x, y = builder.load(acc[2 * g]), builder.load(acc[2 * g + 1])
+                for h, order in enumerate(([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])):
+                    at = builder.gep(o_ptr, [builder.add(col, ir.Constant(i64, 16 * g + 8 * h))])
+                    value = builder.shuffle_vector(x, y, ir.Constant(v8x32, order))
+                    builder.store(value, builder.bitcast(at, v8x32.as_pointer()), align=4)
             return context.get_dummy_value()
 
-        return types.void(ring, r, weights, valid, c0, out), codegen
+        return types.void(ring, r, weight_pairs, pairs, c0, out), codegen
 
     return kernel
-
-
-_weighted_sum_64 = _weighted_sum_kernel(8)  # 64 columns: 8 of the 16 AVX2 registers
-_weighted_sum_8 = _weighted_sum_kernel(1)
 
 
 def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narrow_sum, out) -> None:
     """Scores over the valid ring slots, exp-table softmax, weighted sum, value gate, residual.
 
-    The loops are written so that LLVM vectorises them on narrow integers: each score is one int16 x int8
-    dot product whose sum is only kept as int32 (|sum| <= d * 127 * 127 < 2**31; LLVM then uses
-    multiply-add pairs, e.g. AVX2 vpmaddwd), and with `narrow_sum` (the engine checks that
-    slots * max(exp_lut) * 127 < 2**31) the weighted sum of int8 memory vectors is accumulated in int32
-    instead of int64. Both are exact, so the integers are those of the reference.
+    Both sums are exact in int32, so the integers are those of the reference. Each score is a dot
+    product of int8 values: |score| <= d * 127 * 127 < 2**31. With `narrow_sum` (the engine checks that
+    every weight fits int16 and slots * max(exp_lut) * 127 < 2**31) the weighted sum of int8 memory
+    vectors is kept in int32, two positions per multiply-add (see _weighted_sum_kernel); without it, in
+    int64. Loops the kernels do not cover (d not a multiple of 32 or 16, odd counts) are plain.
     """
     k, d = q8.shape
     slots = ring.shape[1]
     scores = np.empty(slots, dtype=np.int32)
     weights = np.empty(slots, dtype=np.int32)
+    pairs = np.empty(slots // 2, dtype=np.int32)
+    q_abs = np.empty(d, dtype=np.uint8)
+    q_sign = np.empty(d, dtype=np.int8)
     qrow = np.empty(d, dtype=np.int16)
     acc = np.empty(d, dtype=np.int64)
     acc32 = np.empty(d, dtype=np.int32)
@@ -291,11 +419,14 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
         valid = min(written[r], slots)
         for c in range(d):
             qrow[c] = q8[r, c]
+            q_sign[c] = q8[r, c]
+            q_abs[c] = abs(q8[r, c])
         done = 0
-        if d % 16 == 0:
+        if d % 32 == 0:
             while done + 8 <= valid:
-                _scores_8(qrow, ring, r, done, scores)
+                _scores_8(q_abs, q_sign, ring, r, done, scores)
                 done += 8
+        if d % 16 == 0:
             while done < valid:
                 _scores_1(qrow, ring, r, done, scores)
                 done += 1
@@ -311,26 +442,34 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
                 top = scores[j]
         total = np.int64(0)
         for j in range(valid):
-            w = exp_lut[_clamp(((top - scores[j]) * am + ab) >> ash, 0, ATT_EXP_SIZE - 1)]
+            w = exp_lut[np.uint64(_clamp(((top - scores[j]) * am + ab) >> ash, 0, ATT_EXP_SIZE - 1))]
             weights[j] = w
             total += w
-        acc[:] = 0
         if narrow_sum:
-            acc32[:] = 0
+            n_pairs = valid // 2
+            for p in range(n_pairs):
+                pairs[p] = (weights[2 * p] & 0xFFFF) | (weights[2 * p + 1] << 16)
             c0 = 0
             while c0 + 64 <= d:
-                _weighted_sum_64(ring, r, weights, valid, c0, acc32)
+                _weighted_sum_64(ring, r, pairs, n_pairs, c0, acc32)
                 c0 += 64
-            while c0 + 8 <= d:
-                _weighted_sum_8(ring, r, weights, valid, c0, acc32)
-                c0 += 8
-            for j in range(valid):
+            while c0 + 16 <= d:
+                _weighted_sum_16(ring, r, pairs, n_pairs, c0, acc32)
+                c0 += 16
+            for c in range(c0, d):
+                acc32[c] = 0
+            for j in range(2 * n_pairs):
                 key = ring[r, j]
                 for c in range(c0, d):
                     acc32[c] += weights[j] * key[c]
+            if valid % 2:
+                key = ring[r, valid - 1]
+                for c in range(d):
+                    acc32[c] += weights[valid - 1] * key[c]
             for c in range(d):
                 acc[c] = acc32[c]
         else:
+            acc[:] = 0
             for j in range(valid):
                 w = np.int64(weights[j])
                 if w == 0:
@@ -345,22 +484,31 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
 
 
 def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
-    """GELU(up-projection) through the table, chunks summed, added to the residual."""
+    """GELU(up-projection) through the table, chunks summed, added to the residual.
+
+    One loop per kind of work (measured x1.5 over one loop doing all of it): the requantisation and the
+    table indices vectorise, the lookups run alone, the choice between u and its table value vectorises.
+    """
     k, d = ffres.shape
-    chunks = acc.shape[1] // d
+    n = acc.shape[1]
+    chunks = n // d
+    u = np.empty(n, dtype=np.int32)
+    ix = np.empty(n, dtype=np.uint32)
+    g = np.empty(n, dtype=np.int32)
     total = np.empty(d, dtype=np.int64)
     for r in range(k):
+        ar = acc[r]
+        for c in range(n):
+            u[c] = min(max((np.int64(ar[c]) * um[c] + ub[c]) >> us, -BOOM_CLAMP), BOOM_CLAMP)
+        for c in range(n):
+            ix[c] = min(max(u[c], -GELU_RANGE), GELU_RANGE) + GELU_RANGE
+        for c in range(n):
+            g[c] = gelu[ix[c]]
         total[:] = 0
         for j in range(chunks):
-            base = j * d
             for c in range(d):
-                u = _clamp(
-                    (np.int64(acc[r, base + c]) * um[base + c] + ub[base + c]) >> us, -BOOM_CLAMP, BOOM_CLAMP
-                )
-                if u > GELU_RANGE:
-                    total[c] += u
-                else:
-                    total[c] += gelu[_clamp(u, -GELU_RANGE, GELU_RANGE) + GELU_RANGE]
+                uc = u[j * d + c]
+                total[c] += uc if uc > GELU_RANGE else g[j * d + c]
         for c in range(d):
             out[r, c] = _clamp(np.int64(ffres[r, c]) + ((total[c] * bm + bb) >> bs), -RES_MAX, RES_MAX)
 
@@ -389,7 +537,7 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
             arg += 1
         total = np.int64(0)
         for c in range(v):
-            e[c] = exp_lut[min(top - logit[c], LOGIT_EXP_SIZE - 1)]  # (top - logit >= 0)
+            e[c] = exp_lut[np.uint64(min(top - logit[c], LOGIT_EXP_SIZE - 1))]  # (top - logit >= 0)
             total += e[c]
         used = np.int64(0)
         inv_total = 1.0 / np.float64(total)
@@ -519,8 +667,10 @@ def _tile_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
     return kernel
 
 
-_scores_8 = _scores_kernel(8, HAVE_AVX2)  # (attend's scores: 8 keys share each load of the query)
+_scores_8 = _scores_bytes_kernel(HAVE_AVX2)  # (attend's scores: 8 keys share each load of the query)
 _scores_1 = _scores_kernel(1, HAVE_AVX2)
+_weighted_sum_64 = _weighted_sum_kernel(4, HAVE_AVX2)  # 64 columns: 8 of the 16 AVX2 registers
+_weighted_sum_16 = _weighted_sum_kernel(1, HAVE_AVX2)
 _gemm_tile = _tile_kernel(HAVE_AVX2)
 
 

@@ -257,11 +257,13 @@ class Engine:
                 and name != "b0.wih"
                 and _kernels.gemm_int16_fits(*w.shape)
             }
-            # The attention's weighted sum of int8 memory vectors fits int32 when every weight does and
-            # all slots together cannot reach 2**31 (the small config: 257 * 2**15 * 127 ~ 2**30).
+            # The attention's weighted sum of int8 memory vectors fits int32 when all slots together
+            # cannot reach 2**31 (the small config: 257 * 2**15 * 127 ~ 2**30); the kernel also takes two
+            # weights per multiply-add, so each must fit int16.
             slots = self.memory + 1
             self._narrow_attention_sum = {
-                i: int(np.abs(self.n[f"b{i}.att_exp_lut"]).max()) * INT8_MAX * slots < 1 << 31
+                i: (top := int(np.abs(self.n[f"b{i}.att_exp_lut"]).max())) * INT8_MAX * slots < 1 << 31
+                and top < 1 << 15
                 for i in range(self.cfg.n_blocks)
                 if f"b{i}.att_exp_lut" in self.n
             }

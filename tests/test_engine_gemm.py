@@ -94,13 +94,14 @@ def test_gemm_int16_fits() -> None:
 
 @pytest.mark.parametrize("d", [75, 40, 256])
 def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
-    # d = 75: one 64-column block, one 8-column block and 3 leftover columns; ring not full for lane 1
+    # d = 75: one 64-column weighted-sum block and 11 leftover columns, plain scores; d = 40: one 16-column
+    # block and 8 leftover; d = 256: every kernel. Lane 1's ring is not full (7 positions: an odd count).
     rng = np.random.default_rng(d)
     k, slots = 3, 33
     q8 = rng.integers(-127, 128, (k, d)).astype(np.int16)
     ring = rng.choice(np.array([-127, 127, 0, 5], dtype=np.int8), size=(k, slots, d))
     written = np.array([100, 7, 33])
-    lut = (32768 * np.exp(-np.arange(16 << 8) / 256)).astype(np.int32)
+    lut = (32767 * np.exp(-np.arange(16 << 8) / 256)).astype(np.int32)  # (int16 weights: narrow_sum's terms)
     aom = rng.integers(1, 1 << 16, d).astype(np.int64)
     attres = rng.integers(-1000, 1000, (k, d)).astype(np.int32)
     args = (q8, ring, written, 1 << 20, 0, 28, lut, aom, 1 << 19, 20, attres)
@@ -110,44 +111,81 @@ def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
     np.testing.assert_array_equal(narrow, wide)
 
 
-_scores_8_avx2, _scores_1_avx2 = _kernels._scores_kernel(8, True), _kernels._scores_kernel(1, True)
-_scores_8_portable, _scores_1_portable = _kernels._scores_kernel(8, False), _kernels._scores_kernel(1, False)
+_scores_8_avx2, _scores_1_avx2 = _kernels._scores_bytes_kernel(True), _kernels._scores_kernel(1, True)
+_scores_8_portable, _scores_1_portable = (
+    _kernels._scores_bytes_kernel(False),
+    _kernels._scores_kernel(1, False),
+)
+_sum_64_avx2, _sum_16_avx2 = _kernels._weighted_sum_kernel(4, True), _kernels._weighted_sum_kernel(1, True)
+_sum_64_portable, _sum_16_portable = (
+    _kernels._weighted_sum_kernel(4, False),
+    _kernels._weighted_sum_kernel(1, False),
+)
 
 
-@njit
-def _all_scores_avx2(q, ring, r, valid, out) -> None:  # noqa: ANN001
-    j = 0
-    while j + 8 <= valid:
-        _scores_8_avx2(q, ring, r, j, out)
-        j += 8
-    while j < valid:
-        _scores_1_avx2(q, ring, r, j, out)
-        j += 1
+def _all_scores(scores_8, scores_1):  # noqa: ANN202
+    @njit
+    def all_scores(q, ring, r, valid, out) -> None:  # noqa: ANN001
+        q_abs, q_sign = np.abs(q).astype(np.uint8), q.astype(np.int8)
+        j = 0
+        while j + 8 <= valid:
+            scores_8(q_abs, q_sign, ring, r, j, out)
+            j += 8
+        while j < valid:
+            scores_1(q, ring, r, j, out)
+            j += 1
+
+    return all_scores
 
 
-@njit
-def _all_scores_portable(q, ring, r, valid, out) -> None:  # noqa: ANN001
-    j = 0
-    while j + 8 <= valid:
-        _scores_8_portable(q, ring, r, j, out)
-        j += 8
-    while j < valid:
-        _scores_1_portable(q, ring, r, j, out)
-        j += 1
+def _weighted_sums(sum_64, sum_16):  # noqa: ANN202
+    @njit
+    def weighted_sums(ring, r, pairs, count, out) -> None:  # noqa: ANN001
+        c0 = 0
+        while c0 + 64 <= out.shape[0]:
+            sum_64(ring, r, pairs, count, c0, out)
+            c0 += 64
+        while c0 + 16 <= out.shape[0]:
+            sum_16(ring, r, pairs, count, c0, out)
+            c0 += 16
+
+    return weighted_sums
 
 
 def test_attention_scores_kernel_equals_int64() -> None:
     rng = np.random.default_rng(3)
-    ring = rng.choice(np.array([-127, 127, 3], dtype=np.int8), size=(2, 21, 1024))
-    q = rng.choice(np.array([-127, 127], dtype=np.int16), size=1024)
+    ring = rng.choice(np.array([-127, 127, 3, 0], dtype=np.int8), size=(2, 21, 1024))
+    q = rng.choice(np.array([-127, 127, 0, -1], dtype=np.int16), size=1024)
     q[:512] = 127
     ring[1, :, :512] = 127  # near the largest sums
     expected = np.einsum("d,ksd->ks", q.astype(np.int64), ring.astype(np.int64))
-    kernels = [_all_scores_portable] + ([_all_scores_avx2] if _kernels.HAVE_AVX2 else [])
+    kernels = [_all_scores(_scores_8_portable, _scores_1_portable)]
+    kernels += [_all_scores(_scores_8_avx2, _scores_1_avx2)] if _kernels.HAVE_AVX2 else []
     for all_scores in kernels:
         for r in range(2):
             out = np.zeros(21, dtype=np.int32)
             all_scores(q, ring, r, 21, out)
+            np.testing.assert_array_equal(out, expected[r])
+
+
+def test_attention_weighted_sum_kernel_equals_int64() -> None:
+    # Two positions per multiply-add: weights 0..32767 (int16) in the low and high halves of each pair,
+    # memory values +-127; the largest sums (257 * 32767 * 127) stay below 2**31.
+    rng = np.random.default_rng(4)
+    slots, d = 257, 80  # one 64-column block and one 16-column block
+    ring = rng.choice(np.array([-127, 127, 5, 0], dtype=np.int8), size=(2, slots, d))
+    ring[1] = 127
+    weights = rng.integers(0, 1 << 15, slots).astype(np.int64)
+    weights[:40] = 32767
+    count = slots // 2
+    pairs = (weights[0 : 2 * count : 2] | (weights[1 : 2 * count : 2] << 16)).astype(np.uint32).view(np.int32)
+    expected = np.einsum("s,ksd->kd", weights[: 2 * count], ring[:, : 2 * count].astype(np.int64))
+    kernels = [_weighted_sums(_sum_64_portable, _sum_16_portable)]
+    kernels += [_weighted_sums(_sum_64_avx2, _sum_16_avx2)] if _kernels.HAVE_AVX2 else []
+    for weighted_sums in kernels:
+        for r in range(2):
+            out = np.zeros(d, dtype=np.int32)
+            weighted_sums(ring, r, pairs, count, out)
             np.testing.assert_array_equal(out, expected[r])
 
 
