@@ -302,17 +302,21 @@ def _scores_bytes_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
             sign, madd_bytes = _byte_ops(builder, use_avx2)
             madd_pairs = _madd_pairs(builder, use_avx2)
             ones = ir.Constant(v16x16, [1] * 16)
-            rows = [
-                builder.mul(builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d)
-                for t in range(8)
-            ]
             acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(8)]
-            with cgutils.for_range(builder, builder.udiv(d, ir.Constant(i64, 32))) as loop:
-                col = builder.mul(loop.index, ir.Constant(i64, 32))
-                qa = builder.load(builder.bitcast(builder.gep(qa_ptr, [col]), v32x8.as_pointer()), align=1)
-                qs = builder.load(builder.bitcast(builder.gep(qs_ptr, [col]), v32x8.as_pointer()), align=1)
-                for t in range(8):
-                    at = builder.gep(ring_ptr, [builder.add(rows[t], col)])
+            for t in range(8):  # (key by key: the ring is read in memory order, which the hardware
+                # prefetcher follows best when it comes from DRAM: measured x1.07-1.17 there, equal in cache)
+                row = builder.mul(
+                    builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d
+                )
+                with cgutils.for_range(builder, builder.udiv(d, ir.Constant(i64, 32))) as loop:
+                    col = builder.mul(loop.index, ir.Constant(i64, 32))
+                    qa = builder.load(
+                        builder.bitcast(builder.gep(qa_ptr, [col]), v32x8.as_pointer()), align=1
+                    )
+                    qs = builder.load(
+                        builder.bitcast(builder.gep(qs_ptr, [col]), v32x8.as_pointer()), align=1
+                    )
+                    at = builder.gep(ring_ptr, [builder.add(row, col)])
                     key = builder.load(builder.bitcast(at, v32x8.as_pointer()), align=1)
                     products = madd_pairs(madd_bytes(qa, sign(key, qs)), ones)
                     builder.store(builder.add(builder.load(acc[t]), products), acc[t])
