@@ -10,6 +10,7 @@ stored/zstd work, `shazip info` and `shazip --help` never pay for it.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -69,7 +70,9 @@ class EngineLike(Protocol):
 
     def new_state(self, lanes: int) -> Any: ...
     def predict(self, state: Any) -> np.ndarray: ...
-    def advance(self, state: Any, symbols: np.ndarray) -> None: ...
+    def advance(self, state: Any, symbols: np.ndarray, alongside: Callable[[], object] | None = None) -> None:
+        """alongside: work that does not touch `state`, run on the calling thread during the step or
+        before it."""
 
 
 class ModelLike(Protocol):
@@ -248,8 +251,8 @@ class ModelCoder:
             symbols = columns[t, :active]
             tables = in_file.tables(t, self.engine.predict(self.state), active)
             encoder.encode(coder_symbols[t, :active], family, tables)
-            self.engine.advance(self.state, symbols)
-            in_file.update(t, active)
+            # (the in-file models learn byte t while the engine's helper threads start on it)
+            self.engine.advance(self.state, symbols, alongside=functools.partial(in_file.update, t, active))
             done += active
             if t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 if progress is not None:
@@ -315,8 +318,7 @@ class ModelCoder:
                 raise ChecksumError(f"corrupt frame {index} (model payload: {e})") from None
             symbols = np.asarray(symbols).astype(np.uint8)
             grid[t, :active] = symbols
-            self.engine.advance(self.state, symbols)
-            in_file.update(t, active)
+            self.engine.advance(self.state, symbols, alongside=functools.partial(in_file.update, t, active))
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 progress(done)

@@ -24,6 +24,7 @@ import atexit
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -172,9 +173,11 @@ class LaneCrew:
         except BaseException as e:  # noqa: BLE001 - the caller raises it (a helper has no one else to tell)
             self.error = e
 
-    def step(self, x: np.ndarray, groups: int) -> None:
+    def step(self, x: np.ndarray, groups: int, alongside: Callable[[], object] | None = None) -> None:
         """Lanes 0..len(x)-1 consume x, cut into `groups` lane groups taken by this thread and the
-        helpers; returns when all are done."""
+        helpers; returns when all are done. `alongside` (work that does not touch the state) runs on this
+        thread after the helpers were woken and before it takes groups itself; the step completes even
+        when it raises."""
         k = len(x)
         self.x[:k] = x
         self.cuts[: groups + 1] = group_bounds(k, groups)
@@ -184,7 +187,15 @@ class LaneCrew:
         with self.wake:
             self.posted[0] += 1
             self.wake.notify_all()
-        step_groups(self.x, self.cuts[: groups + 1], self.claimed, *self._model, *self._state)
+        try:
+            if alongside is not None:
+                alongside()
+        finally:
+            step_groups(self.x, self.cuts[: groups + 1], self.claimed, *self._model, *self._state)
+            self._wait(target)
+
+    def _wait(self, target: int) -> None:
+        """Until the helpers' finished count reaches target."""
         if spin_until(self.finished, target, self.spins):
             return
         while self.finished[0] < target:  # helpers slower than the watch: the OS gave their cores away

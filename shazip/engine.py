@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -362,7 +363,19 @@ class Engine:
     def predict(self, state: EngineState) -> np.ndarray:
         return state.freqs.cpu().numpy().copy()
 
-    def advance(self, state: EngineState, symbols: np.ndarray | bytes | list[int]) -> None:
+    def advance(
+        self,
+        state: EngineState,
+        symbols: np.ndarray | bytes | list[int],
+        alongside: Callable[[], object] | None = None,
+    ) -> None:
+        """Lanes 0..len(symbols)-1 consume one byte each (the other lanes keep their state).
+
+        alongside: other work for the calling thread that does not touch `state` (the codec's in-file
+        models learning the same bytes). With helper threads it runs while they start on the step, and
+        the calling thread joins the step when it is done: the helpers would otherwise wait for it. Without
+        helpers it runs before the step. The step completes even when `alongside` raises.
+        """
         if isinstance(symbols, (bytes, bytearray, memoryview)):
             sym = np.frombuffer(symbols, dtype=np.uint8)
         else:
@@ -376,10 +389,12 @@ class Engine:
         k = int(sym.shape[0])
         if k > state.lanes:
             raise ValueError(f"{k} symbols for {state.lanes} lanes")
-        if k == 0:
+        if self.backend == "numba" and k:
+            self._step_numba(state, sym.astype(np.int64), k, alongside)
             return
-        if self.backend == "numba":
-            self._step_numba(state, sym.astype(np.int64), k)
+        if alongside is not None:
+            alongside()
+        if k == 0:
             return
         with torch.no_grad():
             self._step(state, torch.from_numpy(sym.astype(np.int64)).to(self.device), k)
@@ -399,7 +414,9 @@ class Engine:
             return out
         return F.linear(torch.from_numpy(a.astype(np.float32, copy=False)), self.t[name]).numpy()
 
-    def _step_numba(self, st: EngineState, x: np.ndarray, k: int) -> None:
+    def _step_numba(
+        self, st: EngineState, x: np.ndarray, k: int, alongside: Callable[[], object] | None = None
+    ) -> None:
         """The whole step in compiled calls without the GIL. From SPLIT_MIN_LANES lanes on, when the
         model allows the one-call step (`_kernels.step_group`), the lanes are cut into groups of about
         GROUP_LANES (at least two): with several threads (torch's setting) this thread and the state's
@@ -407,13 +424,15 @@ class Engine:
         turn in one call (measured x1.05 at 64 lanes and x1.10 at 256 against one group of all lanes: a
         small group's scratch stays in cache). Each lane is still computed by the same integer formulas,
         so tables do not depend on the split. Fewer lanes: one call on this thread (measured fastest)."""
-        if k < SPLIT_MIN_LANES or self._fused is None:
-            self._step_group(st, x, 0, k)
-            return
         groups = max(2, k // GROUP_LANES)
         threads = min(torch.get_num_threads(), _CPU_COUNT)
-        if threads > 1:
-            self._lane_crew(st, min(threads, groups) - 1).step(x, groups)
+        if k >= SPLIT_MIN_LANES and self._fused is not None and threads > 1:
+            self._lane_crew(st, min(threads, groups) - 1).step(x, groups, alongside)
+            return
+        if alongside is not None:
+            alongside()
+        if k < SPLIT_MIN_LANES or self._fused is None:
+            self._step_group(st, x, 0, k)
             return
         from shazip import _kernels
 

@@ -49,7 +49,9 @@ class ToyEngine:
         lanes = np.arange(len(state.prev))
         return state.counts[lanes, state.prev] * 16 + 1
 
-    def advance(self, state: ToyState, symbols: np.ndarray) -> None:
+    def advance(self, state: ToyState, symbols: np.ndarray, alongside=None) -> None:  # noqa: ANN001
+        if alongside is not None:
+            alongside()
         k = len(symbols)
         state.counts[np.arange(k), state.prev[:k], symbols] += 1
         state.prev[:k] = symbols

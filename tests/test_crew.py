@@ -187,3 +187,35 @@ def test_stop_all_joins_every_helper(engine: Engine) -> None:
     assert crew_threads() == 0
     # the state stepped after that (by another exit handler, say) gets new helpers instead of waiting
     np.testing.assert_array_equal(run_tables(engine, seq[1:], state), reference[1:])
+
+
+def test_work_alongside_a_step_runs_once_and_changes_nothing(engine: Engine) -> None:
+    # The codec's in-file models learn each byte while the helpers start on the step (`alongside`).
+    seq = text_lanes(40, 12, offset=150000)
+    reference = one_thread_tables(engine, seq)
+    for threads in (2, 1):  # with helpers, and without (it then runs before the step)
+        torch.set_num_threads(threads)
+        state, calls, tables = engine.new_state(40), [], []
+        for s in range(12):
+            tables.append(engine.predict(state))
+            engine.advance(state, seq[s], alongside=lambda s=s, calls=calls: calls.append(s))
+        tables.append(engine.predict(state))
+        assert calls == list(range(12))
+        np.testing.assert_array_equal(np.stack(tables), reference)
+
+
+def test_a_step_completes_when_the_work_alongside_fails(engine: Engine) -> None:
+    seq = text_lanes(40, 6, offset=160000)
+    reference = one_thread_tables(engine, seq)
+    state = engine.new_state(40)
+    for s in range(3):
+        engine.advance(state, seq[s])
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        engine.advance(state, seq[3], alongside=fail)
+    np.testing.assert_array_equal(engine.predict(state), reference[4])  # the step was still taken
+    engine.advance(state, seq[4])
+    np.testing.assert_array_equal(engine.predict(state), reference[5])
