@@ -185,49 +185,6 @@ def _madd_pairs(builder: ir.IRBuilder, use_avx2: bool):  # noqa: ANN202
     return madd_pairs
 
 
-def _scores_kernel(keys: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
-    """An intrinsic kernel(q, ring, r, j0, scores): scores[j0 + t] = q . ring[r, j0 + t] for t < keys
-    (q: [d] int16, d a multiple of 16), the keys sharing each load of q, one int32 vector sum per key."""
-
-    @intrinsic
-    def kernel(typingctx, q, ring, r, j0, scores):  # noqa: ANN001, ANN202, ARG001
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
-            q_arr = context.make_array(signature.args[0])(context, builder, args[0])
-            ring_arr = context.make_array(signature.args[1])(context, builder, args[1])
-            s_arr = context.make_array(signature.args[4])(context, builder, args[4])
-            lane, first = args[2], args[3]
-            i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            v16x8, v16x16, v8x32 = ir.VectorType(i8, 16), ir.VectorType(i16, 16), ir.VectorType(i32, 8)
-            _, slots, d = cgutils.unpack_tuple(builder, ring_arr.shape, 3)
-            q_ptr = builder.bitcast(q_arr.data, i16.as_pointer())
-            ring_ptr = builder.bitcast(ring_arr.data, i8.as_pointer())
-            s_ptr = builder.bitcast(s_arr.data, i32.as_pointer())
-            madd_pairs = _madd_pairs(builder, use_avx2)
-            rows = [
-                builder.mul(builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d)
-                for t in range(keys)
-            ]
-            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(keys)]
-            with cgutils.for_range(builder, builder.udiv(d, ir.Constant(i64, 16))) as loop:
-                col = builder.mul(loop.index, ir.Constant(i64, 16))
-                qv = builder.load(builder.bitcast(builder.gep(q_ptr, [col]), v16x16.as_pointer()), align=2)
-                for t in range(keys):
-                    at = builder.gep(ring_ptr, [builder.add(rows[t], col)])
-                    kv = builder.sext(builder.load(builder.bitcast(at, v16x8.as_pointer()), align=1), v16x16)
-                    builder.store(builder.add(builder.load(acc[t]), madd_pairs(qv, kv)), acc[t])
-            for t in range(keys):
-                v = builder.load(acc[t])
-                total = builder.extract_element(v, ir.Constant(i32, 0))
-                for e in range(1, 8):
-                    total = builder.add(total, builder.extract_element(v, ir.Constant(i32, e)))
-                builder.store(total, builder.gep(s_ptr, [builder.add(first, ir.Constant(i64, t))]))
-            return context.get_dummy_value()
-
-        return types.void(q, ring, r, j0, scores), codegen
-
-    return kernel
-
-
 def _byte_ops(builder: ir.IRBuilder, use_avx2: bool):  # noqa: ANN202
     """(sign, madd_bytes) on <32 x i8>: sign(m, s) = m negated where s < 0 and zeroed where s == 0 (AVX2
     vpsignb); madd_bytes(a, b) = the <16 x i16> sums of adjacent products of unsigned a and signed b (AVX2
@@ -274,15 +231,15 @@ def _sum_each(builder: ir.IRBuilder, vectors: list) -> ir.Value:
     return builder.add(low, builder.shuffle_vector(a, b, ir.Constant(v8x32, [4, 5, 6, 7, 12, 13, 14, 15])))
 
 
-def _scores_bytes_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
+def _scores_kernel(keys: int, use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
     """An intrinsic kernel(q_abs, q_sign, ring, r, j0, scores): scores[j0 + t] = q . ring[r, j0 + t] for
-    t < 8, d a multiple of 32; q_abs = |q| (uint8), q_sign = q (int8), |q| <= 127 and ring values in
-    [-127, 127].
+    t < keys (1 or 8), d a multiple of 32; q_abs = |q| (uint8), q_sign = q (int8), |q| <= 127 and ring
+    values in [-127, 127].
 
     Per 32 columns and key: the key's bytes take the query's signs (vpsignb), multiply-add with |q| into
     int16 pairs (vpmaddubsw: |pair| <= 2 * 127 * 127 < 2**15, no saturation), then into int32 (vpmaddwd
     with ones): two multiplies per 32 products, no sign extension of the keys (x1.25 over sign-extending
-    16 columns at a time). The eight keys' totals come from one tree of pairwise sums."""
+    16 columns at a time). Eight keys' totals come from one tree of pairwise sums."""
 
     @intrinsic
     def kernel(typingctx, q_abs, q_sign, ring, r, j0, scores):  # noqa: ANN001, ANN202, ARG001
@@ -302,8 +259,8 @@ def _scores_bytes_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
             sign, madd_bytes = _byte_ops(builder, use_avx2)
             madd_pairs = _madd_pairs(builder, use_avx2)
             ones = ir.Constant(v16x16, [1] * 16)
-            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(8)]
-            for t in range(8):  # (key by key: the ring is read in memory order, which the hardware
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(keys)]
+            for t in range(keys):  # (key by key: the ring is read in memory order, which the hardware
                 # prefetcher follows best when it comes from DRAM: measured x1.07-1.17 there, equal in cache)
                 row = builder.mul(
                     builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d
@@ -320,8 +277,17 @@ def _scores_bytes_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
                     key = builder.load(builder.bitcast(at, v32x8.as_pointer()), align=1)
                     products = madd_pairs(madd_bytes(qa, sign(key, qs)), ones)
                     builder.store(builder.add(builder.load(acc[t]), products), acc[t])
-            totals = _sum_each(builder, [builder.load(a) for a in acc])
-            builder.store(totals, builder.bitcast(builder.gep(s_ptr, [first]), v8x32.as_pointer()), align=4)
+            if keys == 8:
+                totals = _sum_each(builder, [builder.load(a) for a in acc])
+                builder.store(
+                    totals, builder.bitcast(builder.gep(s_ptr, [first]), v8x32.as_pointer()), align=4
+                )
+            else:
+                v = builder.load(acc[0])
+                total = builder.extract_element(v, ir.Constant(i32, 0))
+                for e in range(1, 8):
+                    total = builder.add(total, builder.extract_element(v, ir.Constant(i32, e)))
+                builder.store(total, builder.gep(s_ptr, [first]))
             return context.get_dummy_value()
 
         return types.void(q_abs, q_sign, ring, r, j0, scores), codegen
@@ -407,7 +373,8 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
     product of int8 values: |score| <= d * 127 * 127 < 2**31. With `narrow_sum` (the engine checks that
     every weight fits int16 and slots * max(exp_lut) * 127 < 2**31) the weighted sum of int8 memory
     vectors is kept in int32, two positions per multiply-add (see _weighted_sum_kernel); without it, in
-    int64. Loops the kernels do not cover (d not a multiple of 32 or 16, odd counts) are plain.
+    int64. What the kernels do not cover (scores for d not a multiple of 32, weighted-sum columns past
+    the last multiple of 16, an odd last position) runs in plain loops.
     """
     k, d = q8.shape
     slots = ring.shape[1]
@@ -416,13 +383,11 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
     pairs = np.empty(slots // 2, dtype=np.int32)
     q_abs = np.empty(d, dtype=np.uint8)
     q_sign = np.empty(d, dtype=np.int8)
-    qrow = np.empty(d, dtype=np.int16)
     acc = np.empty(d, dtype=np.int64)
     acc32 = np.empty(d, dtype=np.int32)
     for r in range(k):
         valid = min(written[r], slots)
         for c in range(d):
-            qrow[c] = q8[r, c]
             q_sign[c] = q8[r, c]
             q_abs[c] = abs(q8[r, c])
         done = 0
@@ -430,15 +395,14 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
             while done + 8 <= valid:
                 _scores_8(q_abs, q_sign, ring, r, done, scores)
                 done += 8
-        if d % 16 == 0:
             while done < valid:
-                _scores_1(qrow, ring, r, done, scores)
+                _scores_1(q_abs, q_sign, ring, r, done, scores)
                 done += 1
         for j in range(done, valid):
             key = ring[r, j]
             s = 0
             for c in range(d):
-                s += qrow[c] * key[c]
+                s += np.int32(q8[r, c]) * key[c]
             scores[j] = s  # (only the low 32 bits are kept, and the sum fits: see the docstring)
         top = np.int64(-(1 << 40))
         for j in range(valid):
@@ -671,7 +635,7 @@ def _tile_kernel(use_avx2: bool):  # noqa: ANN202 - a numba intrinsic
     return kernel
 
 
-_scores_8 = _scores_bytes_kernel(HAVE_AVX2)  # (attend's scores: 8 keys share each load of the query)
+_scores_8 = _scores_kernel(8, HAVE_AVX2)  # attend's scores: 8 keys per call, their totals in one tree
 _scores_1 = _scores_kernel(1, HAVE_AVX2)
 _weighted_sum_64 = _weighted_sum_kernel(4, HAVE_AVX2)  # 64 columns: 8 of the 16 AVX2 registers
 _weighted_sum_16 = _weighted_sum_kernel(1, HAVE_AVX2)

@@ -111,11 +111,8 @@ def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
     np.testing.assert_array_equal(narrow, wide)
 
 
-_scores_8_avx2, _scores_1_avx2 = _kernels._scores_bytes_kernel(True), _kernels._scores_kernel(1, True)
-_scores_8_portable, _scores_1_portable = (
-    _kernels._scores_bytes_kernel(False),
-    _kernels._scores_kernel(1, False),
-)
+_scores_8_avx2, _scores_1_avx2 = _kernels._scores_kernel(8, True), _kernels._scores_kernel(1, True)
+_scores_8_portable, _scores_1_portable = _kernels._scores_kernel(8, False), _kernels._scores_kernel(1, False)
 _sum_64_avx2, _sum_16_avx2 = _kernels._weighted_sum_kernel(4, True), _kernels._weighted_sum_kernel(1, True)
 _sum_64_portable, _sum_16_portable = (
     _kernels._weighted_sum_kernel(4, False),
@@ -132,7 +129,7 @@ def _all_scores(scores_8, scores_1):  # noqa: ANN202
             scores_8(q_abs, q_sign, ring, r, j, out)
             j += 8
         while j < valid:
-            scores_1(q, ring, r, j, out)
+            scores_1(q_abs, q_sign, ring, r, j, out)
             j += 1
 
     return all_scores
