@@ -109,7 +109,8 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
     """
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
-    z = np.empty(4 * d, dtype=np.uint32)  # table index of each gate pre-activation (unsigned: see _index)
+    z = np.empty(4 * d, dtype=np.uint32)  # table index of each gate pre-activation (unsigned indices: numba
+    # then skips its negative-index fix-up, measured x1.5 per lookup)
     gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
     at = np.empty(d, dtype=np.uint32)  # table index of the new cell value
     tc = np.empty(d, dtype=np.int32)  # tanh of the new cell value, Q15
@@ -240,6 +241,8 @@ def _scores_kernel(keys: int, use_avx2: bool):  # noqa: ANN202 - a numba intrins
     int16 pairs (vpmaddubsw: |pair| <= 2 * 127 * 127 < 2**15, no saturation), then into int32 (vpmaddwd
     with ones): two multiplies per 32 products, no sign extension of the keys (x1.25 over sign-extending
     16 columns at a time). Eight keys' totals come from one tree of pairwise sums."""
+    if keys not in (1, 8):
+        raise ValueError("the scores kernel takes 1 or 8 keys")
 
     @intrinsic
     def kernel(typingctx, q_abs, q_sign, ring, r, j0, scores):  # noqa: ANN001, ANN202, ARG001
