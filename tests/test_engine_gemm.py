@@ -94,8 +94,8 @@ def test_gemm_int16_fits() -> None:
 
 @pytest.mark.parametrize("d", [75, 40, 256])
 def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
-    # d = 75: one 64-column weighted-sum block and 11 leftover columns, plain scores; d = 40: one 16-column
-    # block and 8 leftover; d = 256: every kernel. Lane 1's ring is not full (7 positions: an odd count).
+    # d = 75: one 64-column weighted-sum block and 11 leftover columns, plain scores; d = 40: two 16-column
+    # blocks and 8 leftover; d = 256: every kernel. Lane 1's ring is not full (7 positions: an odd count).
     rng = np.random.default_rng(d)
     k, slots = 3, 33
     q8 = rng.integers(-127, 128, (k, d)).astype(np.int16)
