@@ -22,6 +22,8 @@ from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic
 
+from shazip import _numba_cache
+
 # The constants of shazip.engine (duplicated as literals so numba can fold them; engine asserts equality).
 GATE_Q = 10
 GATE_RANGE = 16 << GATE_Q
@@ -886,3 +888,7 @@ def step_groups(x, cuts, claimed, blocks, head, h8, cell, ring, written, freqs) 
     while g < groups:
         step_group(x, cuts[g], cuts[g + 1], blocks, head, h8, cell, ring, written, freqs)
         g = _claim(claimed)
+
+
+# numba's cache does not notice changes in compiled code called from other files: see _numba_cache.
+_numba_cache.drop_stale(step_groups)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from shazip import _numba_cache
+
 ORDERS = (2, 3, 4, 6)  # context lengths in bytes
 SLOT_BITS = 16  # contexts per order: order 2 exactly, longer ones hashed (collisions merge contexts)
 CANDIDATES = (0, 1024, 256, 64, 16)  # values of A; 0: the incoming table unchanged
@@ -509,3 +511,7 @@ class ContextCounts2:
 
     def update(self, t: int, active: int) -> None:
         update_2(t, active, *self._state(), LOG2_TABLE)
+
+
+# numba's cache does not notice changes in compiled code called from other files: see _numba_cache.
+_numba_cache.drop_stale(bit_length)

@@ -32,6 +32,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from shazip import _numba_cache
 from shazip._kernels import claim, group_bounds, step_groups
 
 SPIN_SECONDS = 0.002  # how long a thread watches a counter before it sleeps (> a lane group's step)
@@ -233,3 +234,7 @@ def _stop_all() -> None:
         crew.close()
     for t in list(_THREADS):
         t.join(timeout=5)
+
+
+# numba's cache does not notice changes in compiled code called from other files: see _numba_cache.
+_numba_cache.drop_stale(_serve)

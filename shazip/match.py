@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from shazip import _numba_cache
 from shazip.context_counts import bit_length
 
 MIN_MATCH = 4  # context bytes that must agree for a match (and that are hashed to find one)
@@ -191,3 +192,7 @@ class MatchModel:
             t, active, self.grid, *self.layout, self.match_step, self.match_lane, self.match_len, self.hits,
             self.counts, self.predicted, self.bucket, self.table,
         )  # fmt: skip
+
+
+# numba's cache does not notice changes in compiled code called from other files: see _numba_cache.
+_numba_cache.drop_stale(_context_hash)
