@@ -22,9 +22,9 @@ import torch  # noqa: E402
 
 from shazip.config import CONFIGS  # noqa: E402
 from shazip.engine import Engine  # noqa: E402
-from shazip.export import export_model  # noqa: E402
-from shazip.model import SHARNN  # noqa: E402
 from shazip.modelfile import ModelFile  # noqa: E402
+from training.model import SHARNN  # noqa: E402
+from training.quantise import export_model  # noqa: E402
 
 # The shared corpus: $SHAZIP_CORPUS, else ../shared/corpus beside the checkout.
 CORPUS = Path(os.environ.get("SHAZIP_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))

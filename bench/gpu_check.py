@@ -7,7 +7,7 @@ Parts (each time-boxed; a failing part is reported and the others still run):
   environment  torch / CUDA versions, GPU name and memory, CPU count, TF32 flags as set.
   pytest_cuda  the project's `@pytest.mark.cuda` tests, in a subprocess with a timeout.
   models       the default model (embedded) and a paper-size model: `SHARNN(CONFIGS["enwik8"])` from a
-               fixed seed, exported by `shazip.export.export_model`, calibrated on the repo's own text
+               fixed seed, exported by `training.quantise.export_model`, calibrated on the repo's own text
                (the corpus is not on the GPU machine).
   exactness    for both models: the CPU engine's and the device engine's frequency tables, step by step
                on text, at several lane counts (the last steps advance only a prefix of the lanes, as a
@@ -382,8 +382,8 @@ def build_paper_model(config_name: str, calibration_bytes: int) -> Any:
     import torch
 
     from shazip.config import CONFIGS
-    from shazip.export import export_model
-    from shazip.model import SHARNN
+    from training.model import SHARNN
+    from training.quantise import export_model
 
     torch.manual_seed(PAPER_SEED)
     model = SHARNN(CONFIGS[config_name]).eval()

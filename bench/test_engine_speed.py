@@ -15,8 +15,8 @@ import torch
 from bench.engine_speed import sample_text
 from shazip.config import CONFIGS
 from shazip.engine import Engine
-from shazip.export import export_model
-from shazip.model import SHARNN
+from training.model import SHARNN
+from training.quantise import export_model
 
 LANES = 64
 

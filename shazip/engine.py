@@ -59,7 +59,7 @@ QUANT_SCHEME = "shazip-int8-v1"  # the formulas below; export writes it into the
 START_BYTE = 10  # a fresh lane behaves as if it had just consumed a newline from the zero state
 TABLE_TOTAL = 1 << 20  # every frequency table sums to exactly this (constriction allows up to 2**24)
 
-# Fixed-point conventions shared with shazip.export (which builds the tables for them).
+# Fixed-point conventions shared with training.quantise (which builds the tables for them).
 GATE_Q = 10  # LSTM gate pre-activations: Q10 ...
 GATE_RANGE = 16 << GATE_Q  # ... clamped to [-16, 16): sigmoid/tanh tables have 2 * GATE_RANGE entries
 ACT_Q = 15  # sigmoid/tanh outputs and the LSTM cell state: Q15

@@ -3,7 +3,7 @@
     python -m tests.make_fixture_model [--steps N] [--out tests/data/fixture.safetensors]
 
 Trains a small SHA-RNN briefly (CPU, a minute or two) on the first MBs of the training mix, then exports
-it with `shazip.export.export_model`. The float weights are kept beside it (`fixture_float.pt`) so that
+it with `training.quantise.export_model`. The float weights are kept beside it (`fixture_float.pt`) so that
 fidelity tests can compare the float model with the integer engine.
 """
 
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from shazip.config import ModelConfig
-from shazip.export import export_model, float_bpb
-from shazip.model import SHARNN
 from tests.paths import CORPUS
+from training.model import SHARNN
+from training.quantise import export_model, float_bpb
 
 HERE = Path(__file__).resolve().parent
 

@@ -47,8 +47,8 @@ def test_two_processes_with_different_settings(fixture_model_path: Path) -> None
 
 def test_fidelity_to_float_model(fixture_model_path: Path) -> None:
     from shazip.config import ModelConfig
-    from shazip.export import float_bpb
-    from shazip.model import SHARNN
+    from training.model import SHARNN
+    from training.quantise import float_bpb
 
     ck = torch.load(FLOAT_FIXTURE, map_location="cpu")
     model = SHARNN(ModelConfig.from_dict(ck["config"]))

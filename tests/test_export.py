@@ -10,10 +10,10 @@ import torch
 
 from shazip.config import CONFIGS
 from shazip.engine import Engine, measure_bpb
-from shazip.export import export_model, fixed_point, float_bpb
-from shazip.model import SHARNN
 from shazip.modelfile import ModelFile
 from tests.paths import VALID_TEXT
+from training.model import SHARNN
+from training.quantise import export_model, fixed_point, float_bpb
 
 VALID = str(VALID_TEXT)
 
@@ -79,7 +79,7 @@ def test_fixed_point_multipliers() -> None:
 
 
 def test_huge_biases_do_not_overflow() -> None:
-    from shazip.export import bias_safe_shift
+    from training.quantise import bias_safe_shift
 
     assert bias_safe_shift(40, np.array([3.0e6])) <= 51 - 21
     assert bias_safe_shift(40, None) == 40

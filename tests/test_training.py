@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from shazip.config import CONFIGS
-from shazip.model import SHARNN
 from training import data as D
+from training.model import SHARNN
 from training.optim import Lamb
 from training.train import (
     TRAIN_CONFIGS,

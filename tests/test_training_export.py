@@ -8,8 +8,8 @@ import pytest
 
 from shazip.modelfile import ModelFile
 from tests.test_training import synthetic_text
+from training.checkpoints import load_checkpoint
 from training.export import main as export_main
-from training.train import load_checkpoint
 from training.train import main as train_main
 
 
@@ -27,8 +27,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_a_model_file_with_its_card(trained_run: Path) -> None:
     import torch
 
-    from shazip.export import float_bpb
-    from shazip.model import SHARNN
+    from training.model import SHARNN
+    from training.quantise import float_bpb
 
     out = trained_run / "tiny.safetensors"
     assert (

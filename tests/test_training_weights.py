@@ -8,7 +8,8 @@ import torch
 
 from tests.test_training import synthetic_text
 from training import weights
-from training.train import load_checkpoint, main
+from training.checkpoints import load_checkpoint
+from training.train import main
 
 
 def test_weights_file_starts_a_new_run_from_the_same_model(tmp_path: Path) -> None:

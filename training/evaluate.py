@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from shazip.config import ModelConfig
-from shazip.model import SHARNN
+from training.checkpoints import checkpoint_path, load_checkpoint
 from training.data import DataError, read_bytes
-from training.export import checkpoint_path
-from training.train import evaluate, load_checkpoint
+from training.model import SHARNN
+from training.train import evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,17 +16,8 @@ import sys
 from pathlib import Path
 
 from shazip.config import ModelConfig
+from training.checkpoints import checkpoint_path, load_checkpoint
 from training.data import DataError, enwik8_bytes, is_enwik8_path, read_bytes, split_enwik8
-from training.train import CHECKPOINT_NAME, load_checkpoint
-
-
-def checkpoint_path(run_dir_or_checkpoint: str | Path) -> Path:
-    path = Path(run_dir_or_checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return path
 
 
 def default_texts(
@@ -59,8 +50,8 @@ def export_checkpoint(
 ):  # noqa: ANN201 - returns shazip.modelfile.ModelFile
     import torch  # noqa: F401 - imported for its side effects before the model
 
-    from shazip.export import export_model
-    from shazip.model import SHARNN
+    from training.model import SHARNN
+    from training.quantise import export_model
 
     path = checkpoint_path(source)
     ck = load_checkpoint(path)

@@ -34,11 +34,11 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F
 
 from shazip.config import CONFIGS, ModelConfig
-from shazip.model import SHARNN, ModelState
+from training.checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from training.data import Corpus, DataError, StreamBatches, jittered_bptt, load_train_valid
+from training.model import SHARNN, ModelState
 from training.optim import Lamb
 
-CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 
 
@@ -309,20 +309,6 @@ def evaluate(
 
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints
-
-
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """Atomically: write a temporary file beside it, flush to disk, rename over the old one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def rng_state(device: torch.device) -> dict:

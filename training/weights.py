@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from training.export import checkpoint_path
-from training.train import load_checkpoint
+from training.checkpoints import checkpoint_path, load_checkpoint
 
 # Everything but the optimiser, carried stream state and RNG: what the model card and a new run need.
 KEPT = (

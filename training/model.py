@@ -1,7 +1,7 @@
 """The float SHA-RNN used for training (Merity 2019, "Single Headed Attention RNN").
 
 This is the *training* model: float32/bf16, dropout, autograd. Compression never runs it directly;
-`shazip.export` turns a trained instance into an integer model file and `shazip.engine` runs that
+`training.quantise` turns a trained instance into an integer model file and `shazip.engine` runs that
 file with integer-exact arithmetic (see DESIGN.md section 2 for why).
 
 Architecture, as in the paper and its reference code, with one deliberate change:

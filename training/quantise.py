@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from shazip import engine as E
-from shazip.model import SHARNN
 from shazip.modelfile import ModelFile
+from training.model import SHARNN
 
 RES_CAL = 4096  # a residual site's calibrated max |value| maps to this integer
 CALIBRATION_LANES = 16
