@@ -107,10 +107,6 @@ def _shazip_codec(settings: ShazipSettings) -> Codec:
     def unavailable(reason: str) -> Codec:
         return Codec(SHAZIP, _missing, _missing, slow=True, unavailable=reason)
 
-    try:
-        shazip_compress, shazip_decompress = shazip.compress, shazip.decompress
-    except AttributeError:
-        return unavailable("shazip.compress/shazip.decompress are not available in this build of shazip")
     if model is None:
         from shazip.modelfile import default_model_path
 
@@ -123,17 +119,13 @@ def _shazip_codec(settings: ShazipSettings) -> Codec:
         return unavailable(f"model file {model} not found")
 
     def compress(data: bytes) -> bytes:
-        return shazip_compress(data, model, **options)
+        return shazip.compress(data, model, **options)
 
     def decompress(data: bytes) -> bytes:
-        return shazip_decompress(data, model, **options)
+        return shazip.decompress(data, model, **options)
 
     def frame_methods(compressed: bytes) -> dict[str, int]:
-        raw_bytes: dict[str, int] = {}
-        for frame in shazip.info(compressed).frames:
-            method = frame.method.name.lower()
-            raw_bytes[method] = raw_bytes.get(method, 0) + frame.raw_size
-        return raw_bytes
+        return dict(shazip.info(compressed).tally.raw_by_method)
 
     return Codec(SHAZIP, compress, decompress, slow=True, frame_methods=frame_methods)
 

@@ -15,7 +15,9 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # DESIGN.md section 4: busy-waiting collapses under load
+from shazip import runtime  # noqa: E402
+
+runtime.prepare_openmp()  # before torch is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -122,12 +124,13 @@ def main() -> None:
     arr = np.frombuffer(text, dtype=np.uint8)
     print(
         f"config: {cfg.n_blocks} blocks, d={cfg.d_model}, boom {cfg.d_boom}, window {cfg.memory}; "
-        f"engine backend {engine.backend}; torch {torch.__version__}"
+        f"engine backend {engine.backend.name}; torch {torch.__version__}"
     )
     print("| threads | lanes | float32 eager bytes/s | integer engine bytes/s | integer / float |")
     print("|---:|---:|---:|---:|---:|")
     for threads in args.threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # (the float32 step's threads)
+        engine.threads = threads  # (the integer engine's)
         for lanes in args.lanes:
             f, i = measure(model, engine, lanes, args.seconds, arr, args.best_of)
             print(f"| {threads} | {lanes} | {f:,.0f} | {i:,.0f} | {i / f:.2f} |", flush=True)

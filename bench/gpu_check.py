@@ -585,7 +585,7 @@ def part_exactness(ctx: Context) -> dict:
             min(ctx.deadline.left(), total * share) if index == 0 else ctx.deadline.left()
         )
         ref, dev = reference_engine(model), device_engine(model, plan.device)
-        out["reference"] = f"cpu ({ref.backend})"
+        out["reference"] = f"cpu ({ref.backend.name})"
         tables: list[dict] = []
         out[label] = {"tables": tables}
         for i, lanes in enumerate(lane_counts):
@@ -674,7 +674,7 @@ def api_rates(model: Any, device: str, lanes: int, steps: int) -> dict:
     import zstandard
 
     import shazip
-    from shazip.codec import ZSTD_STRONG_LEVEL
+    from shazip.stream import ZSTD_STRONG_LEVEL
 
     data = sample_frames(user_engine(model, device), lanes, steps, 1, DATA_SEED + lanes)
     started = time.perf_counter()

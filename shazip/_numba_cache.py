@@ -3,14 +3,16 @@
 numba reuses a cached compiled function for as long as the function's *own* source file is unchanged. It
 does not notice a change in a compiled function that it calls from another file: with numba 0.68, a
 cached g() in one module that calls f() from another keeps the old f() after f() is edited. shazip's
-compiled code calls across its files (the helper threads' loop in crew.py runs _kernels' step, match.py
-uses context_counts' bit_length), and pip leaves numba's cache files behind when it replaces a package.
+compiled code calls across its files (the helper threads' loop in engine/crew.py runs engine/kernels' step,
+the in-file models use intmath's bit_length) and reads constants from others (engine/fixed_point.py), and
+pip leaves numba's cache files behind when it replaces a package.
 A stale copy on a helper thread would compute other integers than the fresh code on the calling thread:
 tables the decoder cannot reproduce.
 
 So the first of shazip's compiled modules imported in a process compares one stamp: a hash of all of
-them, kept beside the cache. When it differs, shazip's cache files there are removed before any is
-loaded (numba loads them at a function's first call, after the imports), and the new stamp is written.
+them and of the modules they take constants from, kept beside the cache (one per cache folder). When it
+differs, shazip's cache files there are removed before any is loaded (numba loads them at a function's
+first call, after the imports), and the new stamp is written.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-MODULES = ("_kernels", "crew", "context_counts", "match")  # every shazip module with cached compiled code
+# Every shazip module with cached compiled code, and every module such code takes constants from (paths
+# below shazip/). Compiled modules' cache files start with the module's name.
+MODULES = (
+    "engine/kernels.py",
+    "engine/crew.py",
+    "engine/fixed_point.py",
+    "intmath.py",
+    "infile/match.py",
+    "infile/context_counts.py",
+)
 STAMP_NAME = "shazip-numba-sources.stamp"
 _checked: set[str] = set()
 
@@ -29,7 +40,7 @@ def sources_digest() -> str:
     here = Path(__file__).resolve().parent
     for name in MODULES:
         h.update(name.encode())
-        h.update((here / f"{name}.py").read_bytes())
+        h.update((here / name).read_bytes())
     return h.hexdigest()
 
 
@@ -42,8 +53,9 @@ def refresh(cache_dir: Path, digest: str) -> bool:
             return False
     except OSError:
         pass
+    names = {Path(m).stem for m in MODULES}
     for path in cache_dir.glob("*.nb[ci]"):
-        if path.name.split(".", 1)[0] in MODULES:
+        if path.name.split(".", 1)[0] in names:
             path.unlink(missing_ok=True)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)  # (numba makes it at its first save, after this)

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from shazip.codec import ProgressCallback, StreamDecoder, StreamEncoder
 from shazip.format import StreamHeader, StreamInfo, read_header, scan
+from shazip.stream import ProgressCallback, StreamDecoder, StreamEncoder
 
 Source = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 

@@ -22,10 +22,9 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
-from shazip import __version__
+from shazip import __version__, runtime
 
-# Before torch can be imported (DESIGN.md section 4): libgomp's busy-waiting collapses on shared cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+runtime.prepare_openmp()  # before torch can be imported
 
 SUFFIX = ".shz"
 STDIO = "-"
@@ -336,12 +335,12 @@ def compress(
         loaded: list[Any] = []  # the model, loaded once for all files
 
         def work(job: Job) -> None:
-            from shazip.codec import StreamEncoder, load_model
+            from shazip.stream import StreamEncoder
 
             if job.target is not None and job.source.endswith(SUFFIX) and not force:
                 raise ValueError(f"already has the {SUFFIX} suffix (use -f to compress it anyway)")
             if not no_model and not loaded:
-                loaded.append(load_model(settings.model))
+                loaded.append(runtime.load_model(settings.model))
             started = time.monotonic()
             with (
                 input_file(job.source) as source,
@@ -365,12 +364,9 @@ def compress(
             summary = f"{display(job.source)}: {ratio_text(encoder.raw_total, encoder.coded_total)}"
             say(summary + (f" -> {job.target}" if job.target else ""), settings)
             header = encoder.header
-            methods: dict[str, int] = {}
-            for frame in encoder.frames:
-                methods[frame.method.name.lower()] = methods.get(frame.method.name.lower(), 0) + 1
-            frames = ", ".join(f"{count} {method}" for method, count in sorted(methods.items())) or "none"
             say(
-                f"  model {header.model_name or '(none)'}, {header.lanes} lanes, frames: {frames}, "
+                f"  model {header.model_name or '(none)'}, {header.lanes} lanes, "
+                f"frames: {encoder.tally.describe()}, "
                 f"{elapsed:.2f} s, {encoder.raw_total / max(elapsed, 1e-9) / 1024:.1f} KiB/s",
                 settings,
                 level=2,
@@ -390,7 +386,7 @@ def _decompressed_name(name: str) -> str | None:
 
 def _decode(job: Job, settings: Settings, sink: BinaryIO | None) -> tuple[int, int]:
     """Decode job.source into `sink` (None: discard). Returns (raw bytes, coded bytes)."""
-    from shazip.codec import StreamDecoder
+    from shazip.stream import StreamDecoder
 
     total = input_size(job.source)
     with (
@@ -468,29 +464,33 @@ def test(
     guarded(run)
 
 
-def info_record(name: str) -> dict[str, Any]:
-    """What `shazip info` reports about one file, as plain data (also the --json output)."""
-    from shazip.format import scan
+def info_record(name: str, list_frames: bool) -> dict[str, Any]:
+    """What `shazip info` reports about one file, as plain data (also the --json output); with
+    `list_frames`, every frame too (under "frame_list")."""
+    from shazip.format import FrameHeader, scan
 
+    frames: list[FrameHeader] = []
     with input_file(name) as stream:
-        info = scan(stream)
+        info = scan(stream, (lambda index, frame: frames.append(frame)) if list_frames else None)
     header, footer = info.header, info.footer
     coded = info.file_size
     raw = footer.total_size
-    return {
+    record = {
         "file": display(name),
         "format_version": header.version,
         "model": {"name": header.model_name or None, "id": header.model_id.hex()},
         "lanes": header.lanes,
         "frame_size": header.frame_size,
-        "frames": len(info.frames),
+        "frames": info.tally.frames,
         "methods": info.method_counts(),
         "raw_size": raw,
         "compressed_size": coded,
         "ratio": raw / coded if coded else None,
         "bits_per_byte": 8 * coded / raw if raw else None,
         "check": {"type": "blake2b-128", "value": footer.content_hash.hex()},
-        "frame_list": [
+    }
+    if list_frames:
+        record["frame_list"] = [
             {
                 "method": f.method.name.lower(),
                 "raw_size": f.raw_size,
@@ -498,9 +498,9 @@ def info_record(name: str) -> dict[str, Any]:
                 "lanes": f.lanes,
                 "crc32": f"{f.raw_crc32:08x}",
             }
-            for f in info.frames
-        ],
-    }
+            for f in frames
+        ]
+    return record
 
 
 def print_info(record: dict[str, Any], verbose: int) -> None:
@@ -547,7 +547,7 @@ def info(
         records = []
         for name in files:
             try:
-                record = info_record(name)
+                record = info_record(name, list_frames=verbose > 0)
             except ShazipError as e:
                 fail(display(name), e)
                 status = EXIT_ERROR
@@ -557,7 +557,7 @@ def info(
                 status = EXIT_ERROR
                 continue
             if as_json:
-                records.append(record if verbose else {k: v for k, v in record.items() if k != "frame_list"})
+                records.append(record)
             else:
                 print_info(record, verbose)
         if as_json:

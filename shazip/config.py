@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-VOCAB_SIZE = 256  # every byte value; no remapping, no special tokens (DESIGN.md section 3)
+VOCAB_SIZE = 256  # every byte value; no remapping, no special tokens (docs/design.md)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import BinaryIO
 
@@ -65,6 +66,17 @@ class FrameFlag(IntFlag):
 KNOWN_FRAME_FLAGS = int(
     FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
 )
+
+
+def lane_layout(n: int, lanes: int) -> tuple[int, int, int]:
+    """How a model frame of n bytes is split into `lanes` contiguous runs: lane i gets [i*L, min((i+1)*L, n)),
+    L = ceil(n / lanes).
+
+    Returns (L, full, rest): `full` lanes hold L bytes, then one lane holds `rest` (< L) bytes if rest > 0,
+    then empty lanes. The lanes active at step t are a prefix: full + (1 if t < rest else 0)."""
+    run = -(-n // lanes)
+    full, rest = divmod(n, run)
+    return run, full, rest
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -213,6 +225,9 @@ class FrameHeader:
             )
         if self.flags and self.method != Method.MODEL:
             raise bad("flags set on a frame that is not a model frame")
+        both_counts = FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
+        if self.flags & both_counts == both_counts:
+            raise bad("flags 0x04 and 0x08 together")
         if self.method == Method.STORED:
             if self.coded_size != self.raw_size or self.lanes != 0:
                 raise bad("stored frame with coded size != raw size or lanes != 0")
@@ -284,15 +299,64 @@ def read_exact(stream: BinaryIO, n: int, what: str, allow_empty: bool = False) -
     return data
 
 
-# --- reading a file's structure without decoding ----------------------------------------------------
+# --- walking the frames ------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameTally:
+    """What a stream's frames add up to: counts and sizes, per method too (no per-frame list: a stream may
+    hold billions of frames)."""
+
+    frames: int = 0
+    raw_size: int = 0
+    coded_size: int = 0  # frame headers and payloads
+    methods: dict[str, int] = field(default_factory=dict)  # frames per method name
+    raw_by_method: dict[str, int] = field(default_factory=dict)  # raw bytes per method name
+
+    def add(self, frame: FrameHeader) -> None:
+        name = frame.method.name.lower()
+        self.frames += 1
+        self.raw_size += frame.raw_size
+        self.coded_size += FRAME_HEADER_SIZE + frame.coded_size
+        self.methods[name] = self.methods.get(name, 0) + 1
+        self.raw_by_method[name] = self.raw_by_method.get(name, 0) + frame.raw_size
+
+    def describe(self) -> str:
+        """ "3 model, 1 zstd" (or "none")."""
+        return ", ".join(f"{count} {method}" for method, count in sorted(self.methods.items())) or "none"
+
+
+class FrameWalk:
+    """The frames of a stream after its header, in order: `for index, frame in walk:` gives each frame
+    header, checked against the stream header (index counted from 1); the caller then reads or skips its
+    payload. When the end marker comes, its footer is checked against what was walked (frame count, total
+    size) and kept in `footer`; the content hash is the decoder's to check."""
+
+    def __init__(self, stream: BinaryIO, header: StreamHeader) -> None:
+        self.stream = stream
+        self.header = header
+        self.tally = FrameTally()
+        self.footer: Footer | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, FrameHeader]]:
+        while True:
+            index = self.tally.frames + 1
+            block = read_block(self.stream, index)
+            if isinstance(block, Footer):
+                check_footer(block, self.tally.frames, self.tally.raw_size)
+                self.footer = block
+                return
+            block.validate(self.header, index)
+            yield index, block
+            self.tally.add(block)
 
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """Everything `shazip info` shows: the header, every frame header and the footer."""
+    """Everything `shazip info` shows: the header, what the frames add up to, and the footer."""
 
     header: StreamHeader
-    frames: list[FrameHeader]
+    tally: FrameTally
     footer: Footer
 
     @property
@@ -301,32 +365,34 @@ class StreamInfo:
 
     @property
     def file_size(self) -> int:
-        return self.header.size + sum(FRAME_HEADER_SIZE + f.coded_size for f in self.frames) + FOOTER_SIZE
+        return self.header.size + self.tally.coded_size + FOOTER_SIZE
 
     def method_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for frame in self.frames:
-            counts[frame.method.name.lower()] = counts.get(frame.method.name.lower(), 0) + 1
-        return counts
+        return dict(self.tally.methods)
 
 
-def scan(stream: BinaryIO) -> StreamInfo:
-    """Read a .shz stream's header, frame headers and footer, skipping payloads (seeking when possible).
+def scan(stream: BinaryIO, on_frame: Callable[[int, FrameHeader], None] | None = None) -> StreamInfo:
+    """Read a .shz stream's header, frame headers and footer, skipping payloads (seeking when possible);
+    `on_frame(index, frame)` sees each frame header.
 
     Checks every structural checksum, the frame count and total size, and that nothing follows the footer;
     it cannot check the content itself (that needs decoding: `shazip test`)."""
     header = read_header(stream)
-    frames: list[FrameHeader] = []
-    while True:
-        block = read_block(stream, len(frames) + 1)
-        if isinstance(block, Footer):
-            break
-        block.validate(header, len(frames) + 1)
-        skip_exact(stream, block.coded_size, f"frame {len(frames) + 1}")
-        frames.append(block)
-    check_footer(block, len(frames), sum(f.raw_size for f in frames))
+    walk = FrameWalk(stream, header)
+    for index, frame in walk:
+        if on_frame is not None:
+            on_frame(index, frame)
+        skip_exact(stream, frame.coded_size, f"frame {index}")
+    assert walk.footer is not None
     check_end_of_input(stream)
-    return StreamInfo(header, frames, block)
+    return StreamInfo(header, walk.tally, walk.footer)
+
+
+def frame_headers(stream: BinaryIO) -> list[FrameHeader]:
+    """Every frame header of a checked stream, in order (scan keeps none: this is for small streams)."""
+    frames: list[FrameHeader] = []
+    scan(stream, lambda index, frame: frames.append(frame))
+    return frames
 
 
 def check_footer(footer: Footer, frame_count: int, total_size: int) -> None:

@@ -1,8 +1,8 @@
 """Computes a digest of engine tables in a separate process (used by the cross-process test).
 
     python -m tests.engine_worker MODEL LANES STEPS OFFSET BACKEND THREADS GROUP
-prints the sha256 of all tables of lanes 0..LANES-1 over STEPS steps of the validation text, with the
-lanes advanced in sub-batches of GROUP lanes.
+prints the sha256 of all tables of lanes 0..LANES-1 over STEPS steps of the sample text, with the
+lanes advanced in sub-batches of GROUP lanes, stepped with THREADS threads.
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ import hashlib
 import sys
 
 import numpy as np
-import torch
 
 from shazip.engine import Engine, EngineState
-from tests.paths import VALID_TEXT
-
-VALID = str(VALID_TEXT)
+from tests.paths import sample_text
 
 
-def text_lanes(lanes: int, steps: int, offset: int) -> np.ndarray:
-    with open(VALID, "rb") as f:
-        data = np.frombuffer(f.read(offset + lanes * steps), dtype=np.uint8)[offset:]
+def text_lanes(lanes: int, steps: int, offset: int = 0) -> np.ndarray:
+    """[steps, lanes] bytes of the sample text: lane i reads its own contiguous slice."""
+    data = np.frombuffer(sample_text(lanes * steps, offset), dtype=np.uint8)
     return data.reshape(lanes, steps).T.copy()
 
 
-def digest(model: str, lanes: int, steps: int, offset: int, backend: str, group: int) -> str:
-    engine = Engine(model, backend=backend)
+def digest(model: str, lanes: int, steps: int, offset: int, backend: str, threads: int, group: int) -> str:
+    engine = Engine(model, backend=backend, threads=threads)
     seq = text_lanes(lanes, steps, offset)
     h = hashlib.sha256()
     tables = []
@@ -43,5 +40,4 @@ def digest(model: str, lanes: int, steps: int, offset: int, backend: str, group:
 
 if __name__ == "__main__":
     model, lanes, steps, offset, backend, threads, group = sys.argv[1:8]
-    torch.set_num_threads(int(threads))
-    print(digest(model, int(lanes), int(steps), int(offset), backend, int(group)))
+    print(digest(model, int(lanes), int(steps), int(offset), backend, int(threads), int(group)))

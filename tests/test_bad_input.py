@@ -13,7 +13,6 @@ import pytest
 import zstandard
 
 import shazip
-from shazip.codec import StreamDecoder, StreamEncoder, default_engine_factory
 from shazip.format import (
     FOOTER_SIZE,
     FRAME_HEADER_SIZE,
@@ -22,8 +21,11 @@ from shazip.format import (
     Method,
     ShazipError,
     TruncatedError,
+    frame_headers,
     scan,
 )
+from shazip.runtime import default_engine_factory
+from shazip.stream import StreamDecoder, StreamEncoder
 
 TEXT = b"In the beginning was the word, and the word was with the compressor. " * 4
 
@@ -39,9 +41,9 @@ def model(fixture_model_path):
 def engine_factory():
     engines = {}
 
-    def factory(model, device):  # one engine object for the whole module: it keeps no state itself
+    def factory(model, device, threads):  # one engine object for the whole module: it keeps no state itself
         if "engine" not in engines:
-            engines["engine"] = default_engine_factory(model, device)
+            engines["engine"] = default_engine_factory(model, device, threads)
         return engines["engine"]
 
     return factory
@@ -55,7 +57,7 @@ def sample(model, engine_factory) -> tuple[bytes, bytes]:
     encoder.write(data)
     encoder.finish()
     packed = out.getvalue()
-    methods = {f.method for f in scan(io.BytesIO(packed)).frames}
+    methods = {f.method for f in frame_headers(io.BytesIO(packed))}
     assert {Method.MODEL, Method.STORED} <= methods
     return data, packed
 
@@ -71,7 +73,7 @@ def offsets_to_try(packed: bytes) -> list[int]:
     info = scan(io.BytesIO(packed))
     structural = set(range(info.header.size))
     position = info.header.size
-    for frame in info.frames:
+    for frame in frame_headers(io.BytesIO(packed)):
         structural |= set(range(position, position + FRAME_HEADER_SIZE))
         position += FRAME_HEADER_SIZE + frame.coded_size
     structural |= set(range(position, len(packed)))

@@ -12,15 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.paths import VALID_TEXT
-
-TEXT = VALID_TEXT
-
-
-def sample_text(n: int) -> bytes:
-    if TEXT.exists():
-        return TEXT.read_bytes()[:n]
-    return (b"The quick brown fox jumps over the lazy dog. " * (n // 45 + 1))[:n]
+from tests.paths import sample_text
 
 
 def shazip(*args: str, cwd: Path, threads: int = 1) -> subprocess.CompletedProcess:

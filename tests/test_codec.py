@@ -12,26 +12,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shazip
-from shazip.codec import StreamDecoder, StreamEncoder, default_engine_factory
 from shazip.format import (
     FOOTER_SIZE,
     FRAME_HEADER_SIZE,
     MIN_HEADER_SIZE,
     Method,
     ModelMismatchError,
+    frame_headers,
     scan,
 )
-from tests.paths import VALID_TEXT
-
-TEXT = VALID_TEXT
-
-
-def sample_text(n: int, offset: int = 0) -> bytes:
-    if TEXT.exists():
-        with TEXT.open("rb") as f:
-            f.seek(offset)
-            return f.read(n)
-    return (b"The quick brown fox jumps over the lazy dog. " * (n // 45 + 1))[:n]
+from shazip.model_frame import ModelFrameCoder
+from shazip.runtime import default_engine_factory
+from shazip.stream import StreamDecoder, StreamEncoder
+from tests.paths import sample_text
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +39,8 @@ def engines():
     """Engines made by the codec, counted (one shared factory so torch/numba start once)."""
     made = []
 
-    def factory(model, device):
-        engine = default_engine_factory(model, device)
+    def factory(model, device, threads):
+        engine = default_engine_factory(model, device, threads)
         made.append(engine)
         return engine
 
@@ -87,9 +80,9 @@ def test_round_trip_hypothesis(model, engines, data, lanes, frame_size):
 def test_sizes_around_frame_and_lane_boundaries(model, engines, n):
     data = sample_text(n, offset=n)
     packed = round_trip(data, model, engines, lanes=4, frame_size=128, strategy="model")
-    info = scan(io.BytesIO(packed))
-    assert len(info.frames) == -(-n // 128)
-    assert sum(f.raw_size for f in info.frames) == n
+    frames = frame_headers(io.BytesIO(packed))
+    assert len(frames) == -(-n // 128)
+    assert sum(f.raw_size for f in frames) == n
 
 
 def test_text_uses_model_frames_and_beats_zstd(model, engines):
@@ -99,7 +92,7 @@ def test_text_uses_model_frames_and_beats_zstd(model, engines):
     packed = round_trip(data, model, engines, lanes=2)
     info = scan(io.BytesIO(packed))
     assert info.header.lanes == 1 or info.header.lanes == 2
-    assert all(f.method == Method.MODEL for f in info.frames)
+    assert all(f.method == Method.MODEL for f in frame_headers(io.BytesIO(packed)))
     assert len(packed) < len(zstandard.ZstdCompressor(level=19).compress(data))
 
 
@@ -112,7 +105,7 @@ def test_random_data_is_stored_without_running_the_model(model, engines):
     before = len(engines.made)
     data = os.urandom(3 * 8192)
     packed = round_trip(data, model, engines, lanes=2, frame_size=8192)
-    assert {f.method for f in scan(io.BytesIO(packed)).frames} == {Method.STORED}
+    assert {f.method for f in frame_headers(io.BytesIO(packed))} == {Method.STORED}
     assert len(engines.made) == before  # no engine was ever started: the cheap test said no
     overhead = MIN_HEADER_SIZE + len(model.name.encode()) + 3 * FRAME_HEADER_SIZE + FOOTER_SIZE
     assert len(packed) == len(data) + overhead
@@ -123,26 +116,28 @@ def test_losing_model_frame_is_replaced_and_lanes_restored(model, engines):
     back, or the text frames after them would not decode."""
     data = os.urandom(700) + sample_text(700) + os.urandom(700) + sample_text(700, offset=5000)
     packed = round_trip(data, model, engines, lanes=2, frame_size=700, strategy="model")
-    methods = [f.method for f in scan(io.BytesIO(packed)).frames]
+    methods = [f.method for f in frame_headers(io.BytesIO(packed))]
     assert methods == [Method.STORED, Method.MODEL, Method.STORED, Method.MODEL]
 
 
 def test_lane_state_carries_across_frames(model, engines):
-    """Coding the second half after the first costs less than coding it alone: the engine's context is
+    """Coding a frame after the one before it costs less than coding it alone: the engine's context is
     carried. (Measured on the engine's own tables, flags 0: the in-file models start afresh in every
-    frame anyway, and on frames this short their blending hides the difference in whole 4-byte words.)"""
-    from shazip.codec import ModelCoder
-
-    first, second = sample_text(800), sample_text(800, offset=800)
+    frame anyway. The fixture model's short memory gains a few bytes at most per frame, in whole 4-byte
+    words, so two pairs of frames of Python source are summed.)"""
 
     def second_frame_size(frames: list[bytes]) -> int:
-        coder = ModelCoder(model, 1, "cpu", None, engines)
-        sizes = [len(coder._encode_bytes(frame, 1, 0, None)) for frame in frames]
+        coder = ModelFrameCoder(model, 1, "cpu", None, engines)
+        sizes = [len(coder.encode(frame, 1, flags=0)[0]) for frame in frames]
         return sizes[-1]
 
-    assert second_frame_size([first, second]) < second_frame_size([second])
-    both = scan(io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=800)))
-    assert [f.method for f in both.frames] == [Method.MODEL, Method.MODEL]
+    pairs = [(sample_text(800, offset), sample_text(800, offset + 800)) for offset in (150_000, 200_000)]
+    after = sum(second_frame_size([first, second]) for first, second in pairs)
+    alone = sum(second_frame_size([second]) for _, second in pairs)
+    assert after < alone
+    first, second = pairs[0]
+    both = frame_headers(io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=800)))
+    assert [f.method for f in both] == [Method.MODEL, Method.MODEL]
 
 
 def test_api_with_model_path(fixture_model_path):

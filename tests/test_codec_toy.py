@@ -16,14 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shazip.codec import (
-    MIN_LANE_BYTES,
-    StreamDecoder,
-    StreamEncoder,
-    choose_lanes,
-    lane_layout,
-)
-from shazip.format import FrameFlag, Method, ModelMismatchError, scan
+from shazip.format import FrameFlag, Method, ModelMismatchError, frame_headers, lane_layout, scan
+from shazip.model_frame import ModelFrameCoder, crlf_as_lf_applies
+from shazip.stream import MIN_LANE_BYTES, StreamDecoder, StreamEncoder, choose_lanes
 
 
 class ToyState:
@@ -64,7 +59,7 @@ class ToyModel:
         self.model_id = hashlib.sha256(name.encode()).digest()
         self.engines: list[ToyEngine] = []
 
-    def factory(self, model: object, device: str) -> ToyEngine:
+    def factory(self, model: object, device: str, threads: int | None) -> ToyEngine:
         assert model is self
         engine = ToyEngine()
         self.engines.append(engine)
@@ -142,8 +137,9 @@ def test_model_frames_are_used_and_lanes_recorded():
     info = scan(io.BytesIO(packed))
     assert info.header.lanes == 3
     assert info.header.frame_size == 4096
-    assert [f.raw_size for f in info.frames] == [4096] * 4 + [20000 - 4 * 4096]
-    model_frames = [f for f in info.frames if f.method == Method.MODEL]
+    frames = frame_headers(io.BytesIO(packed))
+    assert [f.raw_size for f in frames] == [4096] * 4 + [20000 - 4 * 4096]
+    model_frames = [f for f in frames if f.method == Method.MODEL]
     assert model_frames and all(f.lanes == 3 for f in model_frames)
     assert info.footer.total_size == 20000 and info.footer.frame_count == 5
 
@@ -152,9 +148,9 @@ def test_state_is_carried_across_frames():
     """Later frames of repetitive text cost less than the first: the lanes remember earlier frames.
     (Short frames: within a long one the frame's own context counts learn the source too.)"""
     data = markov(6 * 1024, seed=1)
-    info = scan(io.BytesIO(toy_compress(data, lanes=2, frame_size=1024, strategy="model")))
-    sizes = [f.coded_size for f in info.frames]
-    assert all(f.method == Method.MODEL for f in info.frames)
+    frames = frame_headers(io.BytesIO(toy_compress(data, lanes=2, frame_size=1024, strategy="model")))
+    sizes = [f.coded_size for f in frames]
+    assert all(f.method == Method.MODEL for f in frames)
     assert sizes[-1] < sizes[0] * 0.8
 
 
@@ -162,8 +158,7 @@ def test_incompressible_frames_skip_the_model():
     model = ToyModel()
     data = os.urandom(3 * 16384)
     packed = toy_compress(data, model=model, lanes=4, frame_size=16384)
-    info = scan(io.BytesIO(packed))
-    assert all(f.method == Method.STORED for f in info.frames)
+    assert all(f.method == Method.STORED for f in frame_headers(io.BytesIO(packed)))
     assert not model.engines or model.engines[0].steps == 0
     assert len(packed) <= len(data) + 400
     assert toy_decompress(packed) == data
@@ -174,18 +169,16 @@ def test_model_frame_that_loses_is_replaced_and_state_restored():
     (otherwise the following text frame would decode wrongly)."""
     data = os.urandom(3000) + markov(3000) + os.urandom(100) + markov(5000, seed=2)
     packed = toy_compress(data, lanes=2, frame_size=3000, strategy="model")
-    methods = [f.method for f in scan(io.BytesIO(packed)).frames]
+    methods = [f.method for f in frame_headers(io.BytesIO(packed))]
     assert methods[0] == Method.STORED and Method.MODEL in methods
     assert toy_decompress(packed) == data
 
 
 def test_losing_model_frame_stops_early():
     """Once the payload is sure to reach the size to beat, the encoder stops running the model."""
-    from shazip.codec import ModelCoder
-
     model = ToyModel()
     data = markov(20_000)
-    coder = ModelCoder(model, 1, "cpu", None, model.factory)
+    coder = ModelFrameCoder(model, 1, "cpu", None, model.factory)
     full = coder.encode(data, 1)
     assert full is not None
     steps = model.engines[0].steps
@@ -198,7 +191,7 @@ def test_losing_model_frame_stops_early():
 def test_mixed_content_and_small_writes():
     data = markov(5000) + os.urandom(5000) + bytes(5000) + text(5000, seed=3)
     packed = toy_compress(data, lanes=4, frame_size=5000, chunk=333)
-    methods = {f.method for f in scan(io.BytesIO(packed)).frames}
+    methods = {f.method for f in frame_headers(io.BytesIO(packed))}
     assert Method.STORED in methods
     assert toy_decompress(packed) == data
 
@@ -223,11 +216,10 @@ def test_lanes_chosen_from_input_size():
 
 def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
     """The spec lets a frame use lanes 0..k-1 of the header's B lanes (today's writer always uses B)."""
-    from shazip.codec import ModelCoder
     from shazip.format import Footer, FrameHeader, StreamHeader, content_hasher, crc32
 
     model = ToyModel()
-    coder = ModelCoder(model, 4, "cpu", None, model.factory)
+    coder = ModelFrameCoder(model, 4, "cpu", None, model.factory)
     frames = [markov(900, seed=1), markov(500, seed=2), markov(700, seed=3)]
     parts = [StreamHeader(4, 1000, model.model_id, model.name).to_bytes()]
     hasher = content_hasher()
@@ -245,8 +237,6 @@ def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
 
 
 def test_crlf_as_lf_applies_only_when_every_lf_follows_a_cr():
-    from shazip.codec import crlf_as_lf_applies
-
     assert crlf_as_lf_applies(b"a\r\nb\r\n")
     assert crlf_as_lf_applies(b"a\r\r\nb\rc\r\n")  # lone CRs stay as they are
     assert not crlf_as_lf_applies(b"a\r\nb\n")  # a bare LF: LF -> CR LF would not undo it
@@ -257,7 +247,7 @@ def test_crlf_as_lf_applies_only_when_every_lf_follows_a_cr():
 def test_crlf_text_is_coded_as_lf_text_and_restored():
     data = text(30000, seed=3).replace(b"\n", b"\r\n")
     packed = toy_compress(data, strategy="model", frame_size=8192)
-    model_frames = [f for f in scan(io.BytesIO(packed)).frames if f.method == Method.MODEL]
+    model_frames = [f for f in frame_headers(io.BytesIO(packed)) if f.method == Method.MODEL]
     assert model_frames and all(f.flags & FrameFlag.CRLF_AS_LF for f in model_frames)
     assert all(f.flags & FrameFlag.MATCH_MODEL for f in model_frames)
     assert toy_decompress(packed) == data

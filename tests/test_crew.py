@@ -1,4 +1,5 @@
-"""The engine's helper threads (shazip.crew): exact tables however the state is used, threads that stop."""
+"""The engine's helper threads (shazip/engine/crew.py): exact tables however the state is used, threads that
+stop."""
 
 from __future__ import annotations
 
@@ -11,33 +12,23 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from shazip.engine import Engine
+from tests.engine_worker import text_lanes
 
-from .test_engine import run_tables, text_lanes
+from .test_engine import run_tables
 
 pytest.importorskip("numba")
 
 
-@pytest.fixture
-def engine(fixture_engine: Engine):  # noqa: ANN201
-    """The fixture engine on the numba backend (the only one with helper threads), torch at 2 threads."""
-    if fixture_engine.backend != "numba":
-        pytest.skip("numba backend not in use")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield fixture_engine
-    torch.set_num_threads(before)
+@pytest.fixture(scope="module")
+def engine(fixture_model_path):  # noqa: ANN201
+    """The fixture model on the numba backend (the only one with helper threads) with 2 threads."""
+    return Engine(fixture_model_path, backend="numba", threads=2)
 
 
 def one_thread_tables(engine: Engine, seq: np.ndarray) -> np.ndarray:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_tables(engine, seq)
-    finally:
-        torch.set_num_threads(before)
+    return run_tables(Engine(engine.model, backend="numba", threads=1), seq)
 
 
 def crew_threads() -> int:
@@ -45,7 +36,7 @@ def crew_threads() -> int:
 
 
 def test_spin_until_sees_another_threads_update() -> None:
-    from shazip.crew import spin_until, spins_for
+    from shazip.engine.crew import spin_until, spins_for
 
     counter = np.zeros(1, dtype=np.int64)
     assert not spin_until(counter, 1, 1000)  # never reached: gives up
@@ -121,12 +112,11 @@ def test_helpers_stop_with_their_state(engine: Engine) -> None:
 
 
 def _child_tables(engine: Engine, state, seq: np.ndarray, queue) -> None:  # noqa: ANN001
-    torch.set_num_threads(2)
     queue.put(run_tables(engine, seq, state))
 
 
 def test_a_forked_child_steps_without_the_parents_threads(engine: Engine) -> None:
-    seq = text_lanes(16, 20, offset=230000)
+    seq = text_lanes(16, 20, offset=180000)
     reference = one_thread_tables(engine, seq)
     state = engine.new_state(16)
     engine.advance(state, seq[0])  # the parent's helper threads exist now; a child has none
@@ -141,10 +131,9 @@ def test_a_forked_child_steps_without_the_parents_threads(engine: Engine) -> Non
 
 EXIT_SCRIPT = """
 import sys, time
-import numpy as np, torch
+import numpy as np
 from shazip.engine import Engine
-torch.set_num_threads(2)
-engine = Engine(sys.argv[1], device="cpu")
+engine = Engine(sys.argv[1], device="cpu", threads=2)
 
 def run():
     state = engine.new_state(64)
@@ -161,10 +150,11 @@ time.sleep(0.0001)
 
 
 def test_the_interpreter_exits_cleanly_while_helpers_end() -> None:
-    # A helper thread still ending at interpreter shutdown (it frees the state's torch-backed arrays as it
-    # ends) aborted the process: "terminate called without an active exception", status 134. With the
-    # shipped model (big arrays: slow to free) this script failed in 2 to 5 of 6 runs before the crew
-    # joined every helper thread at exit. (The fixture model's arrays are freed too fast to show it.)
+    # A helper thread still ending at interpreter shutdown (it frees the state's arrays as it ends) aborted
+    # the process when the arrays were torch tensors: "terminate called without an active exception",
+    # status 134. With the shipped model (big arrays: slow to free) this script failed in 2 to 5 of 6 runs
+    # before the crew joined every helper thread at exit. (The fixture model's arrays are freed too fast to
+    # show it.)
     from shazip.modelfile import default_model_path
 
     for _ in range(5):
@@ -176,9 +166,9 @@ def test_the_interpreter_exits_cleanly_while_helpers_end() -> None:
 
 
 def test_stop_all_joins_every_helper(engine: Engine) -> None:
-    from shazip import crew
+    from shazip.engine import crew
 
-    seq = text_lanes(16, 4, offset=300000)
+    seq = text_lanes(16, 4, offset=200000)
     reference = one_thread_tables(engine, seq)
     state = engine.new_state(16)
     engine.advance(state, seq[0])
@@ -194,7 +184,7 @@ def test_work_alongside_a_step_runs_once_and_changes_nothing(engine: Engine) -> 
     seq = text_lanes(40, 12, offset=150000)
     reference = one_thread_tables(engine, seq)
     for threads in (2, 1):  # with helpers, and without (it then runs before the step)
-        torch.set_num_threads(threads)
+        engine = Engine(engine.model, backend="numba", threads=threads)
         state, calls, tables = engine.new_state(40), [], []
         for s in range(12):
             tables.append(engine.predict(state))

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shazip.engine import TABLE_TOTAL, Engine, EngineState
-from tests.paths import VALID_TEXT
-
-VALID = str(VALID_TEXT)
-
-
-def text_lanes(lanes: int, steps: int, offset: int = 0) -> np.ndarray:
-    """[steps, lanes] bytes of real text: lane i reads its own contiguous slice."""
-    with open(VALID, "rb") as f:
-        data = np.frombuffer(f.read(offset + lanes * steps), dtype=np.uint8)[offset:]
-    return data.reshape(lanes, steps).T.copy()
+from tests.engine_worker import text_lanes
 
 
 def run_tables(engine: Engine, seq: np.ndarray, state: EngineState | None = None) -> np.ndarray:
@@ -81,16 +71,10 @@ def test_state_copy_save_restore(fixture_engine: Engine) -> None:
     np.testing.assert_array_equal(fixture_engine.predict(moved), fixture_engine.predict(saved)[[2, 3, 0, 1]])
 
 
-def test_threads_one_and_two(fixture_engine: Engine) -> None:
+def test_threads_one_and_two(fixture_model_path) -> None:
     seq = text_lanes(64, 40, offset=20000)  # past the fixture's 32-state window: the ring wraps
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = run_tables(fixture_engine, seq)
-        torch.set_num_threads(2)
-        two = run_tables(fixture_engine, seq)
-    finally:
-        torch.set_num_threads(before)
+    one = run_tables(Engine(fixture_model_path, threads=1), seq)
+    two = run_tables(Engine(fixture_model_path, threads=2), seq)
     np.testing.assert_array_equal(one, two)
 
 

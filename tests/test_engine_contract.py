@@ -11,18 +11,17 @@ import pytest
 import torch
 
 from shazip.engine import Engine, measure_bpb
-from tests.paths import VALID_TEXT
+from tests.paths import sample_text
 
 from .engine_worker import digest, text_lanes
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT_FIXTURE = Path(__file__).resolve().parent / "data" / "fixture_float.pt"
-VALID = str(VALID_TEXT)
 
 
 def worker_digest(model: Path, backend: str, threads: int, group: int) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    args = [str(model), "16", "30", "123456", backend, str(threads), str(group)]
+    args = [str(model), "16", "30", "123456", backend, str(threads), str(group)]  # (see engine_worker)
     out = subprocess.run(
         [sys.executable, "-m", "tests.engine_worker", *args],
         cwd=ROOT,
@@ -35,12 +34,7 @@ def worker_digest(model: Path, backend: str, threads: int, group: int) -> str:
 
 
 def test_two_processes_with_different_settings(fixture_model_path: Path) -> None:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        here = digest(str(fixture_model_path), 16, 30, 123456, "numba", 16)
-    finally:
-        torch.set_num_threads(before)
+    here = digest(str(fixture_model_path), 16, 30, 123456, "numba", 1, 16)
     # another process: two threads, the torch reference, the lanes in sub-batches of 3
     assert worker_digest(fixture_model_path, "torch", 2, 3) == here
 
@@ -54,13 +48,11 @@ def test_fidelity_to_float_model(fixture_model_path: Path) -> None:
     model = SHARNN(ModelConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["model"])
     model.eval()
-    with open(VALID, "rb") as f:
-        f.seek(200_000)  # past the calibration text
-        data = f.read(12_000)
+    data = sample_text(12_000, offset=20_000)  # the docs' English text
     lanes = 6  # 2,000 steps per lane: ~60x the fixture's attention window
     float_bits = float_bpb(model, data, lanes)
     int_bits = measure_bpb(Engine(fixture_model_path), data, lanes)
-    assert float_bits < 4.0  # a trained model, not noise
+    assert float_bits < 5.5  # a trained model, not noise (an untrained one spends ~8 bits a byte)
     assert abs(int_bits - float_bits) / float_bits < 0.01, (int_bits, float_bits)
 
 
@@ -69,7 +61,7 @@ def test_fidelity_to_float_model(fixture_model_path: Path) -> None:
 def test_cpu_and_cuda_tables_identical(fixture_model_path: Path) -> None:
     from .test_engine import run_tables
 
-    seq = text_lanes(64, 3 * 32 + 10, 300_000)
+    seq = text_lanes(64, 3 * 32 + 10, 150_000)
     cpu = run_tables(Engine(fixture_model_path, device="cpu"), seq)
     gpu = run_tables(Engine(fixture_model_path, device="cuda", backend="torch"), seq)
     assert (cpu == gpu).all()

@@ -9,7 +9,7 @@ pytest.importorskip("numba")
 
 from numba import njit  # noqa: E402
 
-from shazip import _kernels  # noqa: E402
+from shazip.engine import kernels as K  # noqa: E402
 
 SHAPES = [
     (64, 256, 1024),
@@ -21,15 +21,15 @@ SHAPES = [
     (5, 64, 48),
 ]
 
-# The same loop as _kernels.gemm_int16 on micro-kernels in plain LLVM vector code (what a CPU without
+# The same loop as K.gemm_int16 on micro-kernels in plain LLVM vector code (what a CPU without
 # AVX2 runs), so that path is checked on this machine too.
-_portable_tile = _kernels._tile_kernel(use_avx2=False)
+_portable_tile = K._tile_kernel(use_avx2=False)
 
 
 @njit
 def gemm_int16_portable(a, wp, out) -> None:  # noqa: ANN001
     k = a.shape[0]
-    tiles = (k + _kernels.GEMM_ROWS - 1) // _kernels.GEMM_ROWS
+    tiles = (k + K.GEMM_ROWS - 1) // K.GEMM_ROWS
     for block in range(wp.shape[0]):
         for t in range(tiles):
             r = k * t // tiles
@@ -54,12 +54,12 @@ def operands(kind: str, k: int, depth: int, n: int, seed: int) -> tuple[np.ndarr
 @pytest.mark.parametrize("shape", SHAPES)
 def test_gemm_int16_equals_int64_reference(kind: str, shape: tuple[int, int, int]) -> None:
     k, depth, n = shape
-    assert _kernels.gemm_int16_fits(n, depth)
+    assert K.gemm_int16_fits(n, depth)
     a, w = operands(kind, k, depth, n, seed=k + depth + n)
     expected = a.astype(np.int64) @ w.astype(np.int64).T
     a16 = np.ascontiguousarray(a.astype(np.int16))
-    packed = _kernels.pack_weight(w.astype(np.int8))
-    for gemm in (_kernels.serial.gemm_int16, gemm_int16_portable):
+    packed = K.pack_weight(w.astype(np.int8))
+    for gemm in (K.gemm_int16, gemm_int16_portable):
         out = np.full((k, n), 12345, dtype=np.int32)
         gemm(a16, packed, out)
         np.testing.assert_array_equal(out.astype(np.int64), expected)
@@ -69,11 +69,11 @@ def test_gemm_tiles_of_every_row_count() -> None:
     # every lane count from 1 to 3 * GEMM_ROWS: tiles of each size 1..GEMM_ROWS, rows written exactly once
     rng = np.random.default_rng(11)
     w = rng.integers(-127, 128, (32, 24)).astype(np.int8)
-    for k in range(1, 3 * _kernels.GEMM_ROWS + 1):
+    for k in range(1, 3 * K.GEMM_ROWS + 1):
         a = rng.integers(-127, 128, (k, 24))
         expected = a @ w.astype(np.int64).T
         out = np.full((k, 32), 12345, dtype=np.int32)
-        _kernels.serial.gemm_int16(np.ascontiguousarray(a.astype(np.int16)), _kernels.pack_weight(w), out)
+        K.gemm_int16(np.ascontiguousarray(a.astype(np.int16)), K.pack_weight(w), out)
         np.testing.assert_array_equal(out.astype(np.int64), expected)
 
 
@@ -82,14 +82,14 @@ def test_gemm_int16_extreme_sum_reaches_the_int32_range() -> None:
     a = np.full((6, 1024), 127, dtype=np.int16)
     w = np.stack([np.full(1024, 127), np.full(1024, -127)] * 8).astype(np.int8)
     out = np.zeros((6, 16), dtype=np.int32)
-    _kernels.serial.gemm_int16(a, _kernels.pack_weight(w), out)
+    K.gemm_int16(a, K.pack_weight(w), out)
     assert (out[:, 0::2] == 1024 * 127 * 127).all() and (out[:, 1::2] == -1024 * 127 * 127).all()
 
 
 def test_gemm_int16_fits() -> None:
-    assert _kernels.gemm_int16_fits(1024, 256)
-    assert not _kernels.gemm_int16_fits(1000, 256)  # outputs not a multiple of 16
-    assert not _kernels.gemm_int16_fits(1024, 255)  # odd depth
+    assert K.gemm_int16_fits(1024, 256)
+    assert not K.gemm_int16_fits(1000, 256)  # outputs not a multiple of 16
+    assert not K.gemm_int16_fits(1024, 255)  # odd depth
 
 
 @pytest.mark.parametrize("d", [75, 40, 256])
@@ -106,17 +106,17 @@ def test_attend_int32_weighted_sum_equals_int64(d: int) -> None:
     attres = rng.integers(-1000, 1000, (k, d)).astype(np.int32)
     args = (q8, ring, written, 1 << 20, 0, 28, lut, aom, 1 << 19, 20, attres)
     narrow, wide = np.empty((k, d), np.int32), np.empty((k, d), np.int32)
-    _kernels.serial.attend(*args, True, narrow)
-    _kernels.serial.attend(*args, False, wide)
+    K.attend(*args, True, narrow)
+    K.attend(*args, False, wide)
     np.testing.assert_array_equal(narrow, wide)
 
 
-_scores_8_avx2, _scores_1_avx2 = _kernels._scores_kernel(8, True), _kernels._scores_kernel(1, True)
-_scores_8_portable, _scores_1_portable = _kernels._scores_kernel(8, False), _kernels._scores_kernel(1, False)
-_sum_64_avx2, _sum_16_avx2 = _kernels._weighted_sum_kernel(4, True), _kernels._weighted_sum_kernel(1, True)
+_scores_8_avx2, _scores_1_avx2 = K._scores_kernel(8, True), K._scores_kernel(1, True)
+_scores_8_portable, _scores_1_portable = K._scores_kernel(8, False), K._scores_kernel(1, False)
+_sum_64_avx2, _sum_16_avx2 = K._weighted_sum_kernel(4, True), K._weighted_sum_kernel(1, True)
 _sum_64_portable, _sum_16_portable = (
-    _kernels._weighted_sum_kernel(4, False),
-    _kernels._weighted_sum_kernel(1, False),
+    K._weighted_sum_kernel(4, False),
+    K._weighted_sum_kernel(1, False),
 )
 
 
@@ -157,7 +157,7 @@ def test_attention_scores_kernel_equals_int64() -> None:
     ring[1, :, :512] = 127  # near the largest sums
     expected = np.einsum("d,ksd->ks", q.astype(np.int64), ring.astype(np.int64))
     kernels = [_all_scores(_scores_8_portable, _scores_1_portable)]
-    kernels += [_all_scores(_scores_8_avx2, _scores_1_avx2)] if _kernels.HAVE_AVX2 else []
+    kernels += [_all_scores(_scores_8_avx2, _scores_1_avx2)] if K.HAVE_AVX2 else []
     for all_scores in kernels:
         for r in range(2):
             out = np.zeros(21, dtype=np.int32)
@@ -178,7 +178,7 @@ def test_attention_weighted_sum_kernel_equals_int64() -> None:
     pairs = (weights[0 : 2 * count : 2] | (weights[1 : 2 * count : 2] << 16)).astype(np.uint32).view(np.int32)
     expected = np.einsum("s,ksd->kd", weights[: 2 * count], ring[:, : 2 * count].astype(np.int64))
     kernels = [_weighted_sums(_sum_64_portable, _sum_16_portable)]
-    kernels += [_weighted_sums(_sum_64_avx2, _sum_16_avx2)] if _kernels.HAVE_AVX2 else []
+    kernels += [_weighted_sums(_sum_64_avx2, _sum_16_avx2)] if K.HAVE_AVX2 else []
     for weighted_sums in kernels:
         for r in range(2):
             out = np.zeros(d, dtype=np.int32)
@@ -198,13 +198,13 @@ def test_floor_div_equals_integer_division() -> None:
     cases += [(int(x), int(y)) for x, y in zip(rng.integers(-(1 << 50) + 1, 1 << 50, 2000), b, strict=True)]
     cases += [((1 << 50) - 1, 1), (-(1 << 50) + 1, 1), ((1 << 50) - 1, (1 << 50) - 1), (0, 7), (-1, 3)]
     for x, y in cases:
-        assert _kernels._floor_div(x, y, 1.0 / y) == x // y, (x, y)
+        assert K._floor_div(x, y, 1.0 / y) == x // y, (x, y)
 
 
 @njit(nogil=True)
 def _claim_many(counter, out) -> None:  # noqa: ANN001
     for i in range(out.shape[0]):
-        out[i] = _kernels.claim(counter)
+        out[i] = K.claim(counter)
 
 
 def test_claim_is_atomic_across_threads() -> None:
@@ -232,7 +232,7 @@ def test_layernorm_values_fit_int32(d: int) -> None:
     x[0] = 32767
     for eps in (0, 1):
         n = np.empty(d, dtype=np.int32)
-        _kernels._ln_row(x, eps, n)
+        K._ln_row(x, eps, n)
         s1, s2 = int(x.sum()), int((x * x).sum())
         root = max(1, int(np.floor(np.sqrt(np.float64(d * s2 - s1 * s1 + eps)))))
         inv = (1 << 40) // root

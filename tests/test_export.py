@@ -11,17 +11,14 @@ import torch
 from shazip.config import CONFIGS
 from shazip.engine import Engine, measure_bpb
 from shazip.modelfile import ModelFile
-from tests.paths import VALID_TEXT
+from tests.paths import sample_text
 from training.model import SHARNN
 from training.quantise import export_model, fixed_point, float_bpb
-
-VALID = str(VALID_TEXT)
 
 
 @pytest.fixture(scope="module")
 def text() -> bytes:
-    with open(VALID, "rb") as f:
-        return f.read(24_000)
+    return sample_text(24_000)
 
 
 @pytest.fixture(scope="module")

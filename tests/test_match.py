@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shazip.codec import InFileModels, lane_layout
-from shazip.format import FrameFlag
-from shazip.match import MIX_TOTAL, MatchModel
+from shazip.format import FrameFlag, lane_layout
+from shazip.infile import InFileModels
+from shazip.infile.match import MIX_TOTAL, MatchModel
 
 
 def step_major(data: bytes, lanes: int) -> tuple[np.ndarray, int, int, int]:

@@ -3,6 +3,7 @@ own file, and shazip's compiled code calls across files: shazip/_numba_cache.py)
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,16 @@ from shazip import _numba_cache
 
 pytest.importorskip("numba")
 
+PACKAGE = Path(_numba_cache.__file__).resolve().parent
+
 
 def test_a_changed_source_drops_every_shazip_cache_file(tmp_path: Path) -> None:
     names = [
-        "_kernels.step_groups-9.py311.nbi",
-        "_kernels.step_groups-9.py311.1.nbc",
+        "kernels.step_groups-9.py311.nbi",
+        "kernels.step_groups-9.py311.1.nbc",
         "crew._serve-1.py311.nbi",
     ]
-    names += ["match._bucket-3.py311.1.nbc", "context_counts.bit_length-2.py311.nbi"]
+    names += ["match._bucket-3.py311.1.nbc", "intmath.bit_length-2.py311.nbi"]
     for name in names + ["other.f-1.py311.nbi", "notes.txt"]:
         (tmp_path / name).write_text("x")
     (tmp_path / _numba_cache.STAMP_NAME).write_text("old sources")
@@ -40,26 +43,26 @@ def test_a_missing_stamp_counts_as_changed(tmp_path: Path) -> None:
     assert (tmp_path / "not yet made" / _numba_cache.STAMP_NAME).read_text() == "sources"
 
 
-def test_every_compiled_module_shares_one_checked_cache() -> None:
-    # Importing the compiled modules leaves the current sources' stamp beside the cache they all use, and
-    # the stamp covers every module with cached compiled code (a module missing from MODULES would keep
-    # stale files).
-    import inspect
-
-    from shazip import _kernels, context_counts, crew, match
-
-    modules = {m.__name__.rsplit(".", 1)[1]: m for m in (_kernels, context_counts, crew, match)}
-    assert set(modules) == set(_numba_cache.MODULES)
+def test_every_compiled_module_is_covered_and_its_cache_checked() -> None:
+    # Every module with cached compiled code is in MODULES (one missing would keep stale files), and
+    # importing the compiled modules leaves the current sources' stamp beside each cache they use.
     paths = set()
-    package = Path(_kernels.__file__).parent
-    for path in package.glob("*.py"):
+    for path in sorted(PACKAGE.rglob("*.py")):
         source = path.read_text()
-        if "cache=True" in source or '"cache": True' in source:
-            assert path.stem in _numba_cache.MODULES, path.name
-    for module in modules.values():
-        for _, obj in inspect.getmembers(module):
+        if "cache=True" not in source and '"cache": True' not in source:
+            continue
+        relative = path.relative_to(PACKAGE).as_posix()
+        assert relative in _numba_cache.MODULES, relative
+        module = importlib.import_module("shazip." + relative[:-3].replace("/", "."))
+        for obj in vars(module).values():
             cache = getattr(obj, "_cache", None)
             if getattr(cache, "cache_path", None) is not None and obj.py_func.__module__ == module.__name__:
                 paths.add(cache.cache_path)
-    assert len(paths) == 1
-    assert (Path(paths.pop()) / _numba_cache.STAMP_NAME).read_text() == _numba_cache.sources_digest()
+    assert paths
+    for path in paths:
+        assert (Path(path) / _numba_cache.STAMP_NAME).read_text() == _numba_cache.sources_digest()
+
+
+def test_modules_that_compiled_code_reads_constants_from_are_covered() -> None:
+    # numba freezes imported constants into compiled code: a change there must drop the cache too.
+    assert "engine/fixed_point.py" in _numba_cache.MODULES

@@ -5,7 +5,7 @@ per-tensor scale calibrated on sample text (max |value| -> 127). Residual-stream
 per-site scale (calibrated max |value| -> 4096, clamped at 32767: 8x headroom for unusual inputs).
 Every scale is folded into integer multipliers and shifts here, and every nonlinearity (sigmoid, tanh,
 GELU, exp) into an integer lookup table, so the engine never evaluates a float function. The exact
-formulas the numbers are made for are in `shazip/engine.py`.
+formulas the numbers are made for are in `shazip/engine/` (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shazip import engine as E
+from shazip.engine import Engine, measure_bpb
+from shazip.engine import fixed_point as E
+from shazip.format import lane_layout
 from shazip.modelfile import ModelFile
 from training.model import SHARNN
 
@@ -301,11 +303,11 @@ def export_model(
     quant, tensors = quantise(model, calibration)
     mf = ModelFile(config=model.cfg, quant=quant, tensors=tensors, name=name, card=dict(card))
     if eval_data:
-        engine = E.Engine(mf)
+        engine = Engine(mf)
         mf = mf.with_card(
             {
                 **mf.card,
-                "bpb_integer": round(E.measure_bpb(engine, eval_data, eval_lanes), 5),
+                "bpb_integer": round(measure_bpb(engine, eval_data, eval_lanes), 5),
                 "eval_bytes": len(eval_data),
             }
         )
@@ -316,14 +318,14 @@ def export_model(
 
 @torch.no_grad()
 def float_bpb(model: SHARNN, data: bytes, lanes: int = 1) -> float:
-    """The float model's bits per byte on `data` split like `measure_bpb` does (START_BYTE first)."""
+    """The float model's bits per byte on `data` laid out in lanes as model frames are (`lane_layout`),
+    each lane starting after START_BYTE, as `shazip.engine.measure_bpb` does."""
     model = copy.deepcopy(model).float().cpu().eval()
     n = len(data)
-    per = -(-n // lanes)
-    lanes = -(-n // per)
+    run, full, rest = lane_layout(n, lanes)
     total = 0.0
-    for i in range(lanes):
-        chunk = data[i * per : (i + 1) * per]
+    for i in range(full + (1 if rest else 0)):
+        chunk = data[i * run : (i + 1) * run]
         x = torch.tensor([E.START_BYTE, *chunk], dtype=torch.int64).unsqueeze(0)
         state = None
         for s in range(0, len(chunk), CALIBRATION_SEGMENT):

@@ -1,16 +1,14 @@
 """Helper threads that step an engine state's lane groups beside the calling thread (numba CPU path).
 
-Why not a thread pool: on this project's 2-core machine a step of 64 lanes takes ~2 ms, and every
-hand-over through a ThreadPoolExecutor woke a sleeping thread and passed the GIL: 96 us median from
-submit to the helper starting, 62 us from its end to the caller waking, and the late start left one
-thread idle at the end of the step (~0.2 ms of ~2.3 ms per step in all). A LaneCrew's helpers never need
-the GIL between steps: each sits in one compiled call (`_serve`) that watches a step counter, steps the
-lane groups it claims (`_kernels.step_groups`, the same call as the calling thread's) and counts itself
-finished, and the caller waits by watching that count. Measured in one process, old and new alternating:
-x1.2 at 64 lanes, x1.28 at 16 lanes (2 threads).
+Why not a thread pool: a step of 64 lanes takes about 2 ms on a 2-core machine, and every hand-over
+through a thread pool wakes a sleeping thread and passes the GIL twice, which costs a tenth of such a
+step and leaves one thread idle at its end. A LaneCrew's helpers never need the GIL between steps: each
+sits in one compiled call (`_serve`) that watches a step counter, steps the lane groups it claims
+(`kernels.step_groups`, the same call as the calling thread's) and counts itself finished, and the caller
+waits by watching that count.
 
-The watching is bounded (DESIGN.md section 4: threads that busy-wait without bound collapse when another
-process takes a core) and yields the core as it goes (`sched_yield`, so a thread of ours that the OS put
+The watching is bounded (threads that busy-wait without bound collapse when another process takes a
+core: docs/design.md) and yields the core as it goes (`sched_yield`, so a thread of ours that the OS put
 on the same core gets to run). A helper that sees no step for SPIN_SECONDS returns from its compiled call
 and sleeps on a condition variable; a caller whose helpers take longer polls with short sleeps.
 
@@ -33,7 +31,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from shazip import _numba_cache
-from shazip._kernels import claim, group_bounds, step_groups
+from shazip.engine.kernels import claim, group_bounds, step_groups
 
 SPIN_SECONDS = 0.002  # how long a thread watches a counter before it sleeps (> a lane group's step)
 YIELD_EVERY = 64  # watch iterations between two sched_yield calls
@@ -137,7 +135,7 @@ def _serve(counters, seen, spins, x, cuts, groups, claimed, model, state):  # no
 class LaneCrew:
     """`helpers` threads that step lane groups of one engine state with the calling thread.
 
-    model: step_group's (blocks, head) arguments (`_kernels.plain_params`); state: (h8, cell, ring,
+    model: step_group's (blocks, head) arguments (`kernels.plain_params`); state: (h8, cell, ring,
     written, freqs), the state's numpy views. Lanes: the state's lane count."""
 
     def __init__(self, helpers: int, lanes: int, model: tuple, state: tuple) -> None:

@@ -1,12 +1,11 @@
-"""Fused integer kernels (numba) for the engine's CPU path.
+"""The engine's CPU step: integer kernels compiled by numba, and one call that runs a whole step.
 
-Each kernel computes exactly the integer formulas of the torch reference in `shazip/engine.py`, one lane
-row at a time, without int64 temporaries for every elementwise op. Only integer arithmetic (plus the
-correctly rounded float64 square root of an exact integer in LayerNorm, as in the reference), so the
+Each kernel computes exactly the integer formulas of the torch reference (`shazip/engine/reference.py`),
+one lane row at a time, without int64 temporaries for every elementwise op. Only integer arithmetic (plus
+the correctly rounded float64 square root of an exact integer in LayerNorm, as in the reference), so the
 results are the same bit for bit; `tests/test_engine_backends.py` checks it.
 
-GEMM inputs leave as int16 arrays holding int8 values; GEMM results arrive as int32 arrays (or float32
-holding exact integers, from torch or block 0's byte table).
+GEMM inputs leave as int16 arrays holding int8 values; GEMM results arrive as int32 arrays.
 """
 
 from __future__ import annotations
@@ -23,23 +22,21 @@ from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from shazip import _numba_cache
-
-# The constants of shazip.engine (duplicated as literals so numba can fold them; engine asserts equality).
-GATE_Q = 10
-GATE_RANGE = 16 << GATE_Q
-ACT_Q = 15
-CELL_MAX = 1 << 28
-NORM_Q = 12
-LN_INV_BITS = 40
-AFFINE_SHIFT = 32
-RES_MAX = 32767
-INT8_MAX = 127
-GELU_RANGE = 1 << 14
-BOOM_CLAMP = 1 << 24
-ATT_EXP_Q = 8
-ATT_EXP_SIZE = 16 << ATT_EXP_Q
-ATT_AVG_Q = 8
-LOGIT_EXP_SIZE = 20 << 10
+from shazip.engine.fixed_point import (
+    ACT_Q,
+    AFFINE_SHIFT,
+    ATT_AVG_Q,
+    ATT_EXP_SIZE,
+    BOOM_CLAMP,
+    CELL_MAX,
+    GATE_RANGE,
+    GELU_RANGE,
+    INT8_MAX,
+    LN_INV_BITS,
+    LOGIT_EXP_SIZE,
+    NORM_Q,
+    RES_MAX,
+)
 
 _LN_ROUND = 1 << (LN_INV_BITS - NORM_Q - 1)
 _LN_SHIFT = LN_INV_BITS - NORM_Q
@@ -93,6 +90,7 @@ def _affine(n, g, b, limit: int, out) -> None:
         out[c] = _clamp((n[c] * g[c] + b[c]) >> AFFINE_SHIFT, -limit, limit)
 
 
+@njit(**_opts)
 def ln_two(x, eps, g1, b1, lim1, out1, g2, b2, lim2, out2) -> None:
     """LayerNorm of each row of x, then two affine targets (e.g. int8 GEMM input and residual)."""
     n = np.empty(x.shape[1], dtype=np.int32)
@@ -102,6 +100,7 @@ def ln_two(x, eps, g1, b1, lim1, out1, g2, b2, lim2, out2) -> None:
         _affine(n, g2, b2, lim2, out2[r])
 
 
+@njit(**_opts)
 def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs, mid) -> None:
     """Gates from both GEMMs, cell update, h (int8 state and residual contribution) for k lanes.
 
@@ -112,7 +111,7 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
     k, d = res.shape
     half = np.int64(1) << (ACT_Q - 1)
     z = np.empty(4 * d, dtype=np.uint32)  # table index of each gate pre-activation (unsigned indices: numba
-    # then skips its negative-index fix-up, measured x1.5 per lookup)
+    # then skips its negative-index fix-up)
     gate = np.empty(4 * d, dtype=np.int32)  # gate values, Q15: input, forget, candidate, output
     at = np.empty(d, dtype=np.uint32)  # table index of the new cell value
     tc = np.empty(d, dtype=np.int32)  # tanh of the new cell value, Q15
@@ -144,6 +143,7 @@ def lstm_cell(acc_x, acc_h, mx, mh, zb, zs, sig, tanh, cell, h8, res, hm, hb, hs
             mr[c] = min(max(np.int64(rr[c]) + ((hp * hm + hb) >> hs), -RES_MAX), RES_MAX)
 
 
+@njit(**_opts)
 def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, written, mid8, attres) -> None:
     """LayerNorm of the attention input: memory vector (into the ring), query input, residual."""
     k, d = mid.shape
@@ -157,6 +157,7 @@ def attention_inputs(mid, eps, g_mem, b_mem, g_mid, b_mid, g_res, b_res, ring, w
         _affine(n, g_res, b_res, RES_MAX, attres[r])
 
 
+@njit(**_opts)
 def query(acc, qm, qb, qs, eps, g, b, q8) -> None:
     """Query linear requantised (residual-style ints), its LayerNorm, gates folded in: int8 query."""
     k, d = q8.shape
@@ -266,7 +267,7 @@ def _scores_kernel(keys: int, use_avx2: bool):  # noqa: ANN202 - a numba intrins
             ones = ir.Constant(v16x16, [1] * 16)
             acc = [cgutils.alloca_once_value(builder, ir.Constant(v8x32, [0] * 8)) for _ in range(keys)]
             for t in range(keys):  # (key by key: the ring is read in memory order, which the hardware
-                # prefetcher follows best when it comes from DRAM: measured x1.07-1.17 there, equal in cache)
+                # prefetcher follows best when it comes from DRAM)
                 row = builder.mul(
                     builder.add(builder.mul(lane, slots), builder.add(first, ir.Constant(i64, t))), d
                 )
@@ -371,6 +372,7 @@ def _weighted_sum_kernel(groups: int, use_avx2: bool):  # noqa: ANN202 - a numba
     return kernel
 
 
+@njit(**_opts)
 def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narrow_sum, out) -> None:
     """Scores over the valid ring slots, exp-table softmax, weighted sum, value gate, residual.
 
@@ -456,10 +458,11 @@ def attend(q8, ring, written, am, ab, ash, exp_lut, aom, aob, aos, attres, narro
             out[r, c] = _clamp(np.int64(attres[r, c]) + ((avg * aom[c] + aob) >> aos), -RES_MAX, RES_MAX)
 
 
+@njit(**_opts)
 def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
     """GELU(up-projection) through the table, chunks summed, added to the residual.
 
-    One loop per kind of work (measured x1.5 over one loop doing all of it): the requantisation and the
+    One loop per kind of work (faster than one loop doing all of it): the requantisation and the
     table indices vectorise, the lookups run alone, the choice between u and its table value vectorises.
     """
     k, d = ffres.shape
@@ -486,6 +489,7 @@ def boom(acc, um, ub, us, gelu, ffres, bm, bb, bs, out) -> None:
             out[r, c] = _clamp(np.int64(ffres[r, c]) + ((total[c] * bm + bb) >> bs), -RES_MAX, RES_MAX)
 
 
+@njit(**_opts)
 def requant_int8(x, m, b, s, out) -> None:
     k, d = x.shape
     for r in range(k):
@@ -493,6 +497,7 @@ def requant_int8(x, m, b, s, out) -> None:
             out[r, c] = _clamp((np.int64(x[r, c]) * m + b) >> s, -INT8_MAX, INT8_MAX)
 
 
+@njit(**_opts)
 def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
     """Logits (Q10 nats) -> frequency table: exp table of (max - logit), scaled, each entry >= 1."""
     k, v = acc.shape
@@ -531,9 +536,9 @@ def frequencies(acc, lm, lb, ls, exp_lut, table_total, freqs) -> None:
 #
 # Layout (BLIS-style broadcast, no horizontal sums): the weight is packed as [N/16, K/2, 16, 2] int8: for
 # each block of 16 outputs and each pair of inputs (c, c+1), 16 outputs x 2 inputs are 32 contiguous bytes,
-# sign-extended to int16 as they are loaded (int8 storage halves the weights' traffic through the caches:
-# measured x1.1 on the whole step with 2 threads, where both cores stream the weights from L3; the extra
-# extension per load costs nothing while the multiply-adds are the bottleneck). A micro-kernel call
+# sign-extended to int16 as they are loaded (int8 storage halves the weights' traffic through the caches,
+# which matters when both cores stream the weights from L3; the extension per load costs nothing while the
+# multiply-adds are the bottleneck). A micro-kernel call
 # computes GEMM_ROWS lanes x 16 outputs: per input pair it broadcasts a lane's (a[r, c], a[r, c+1]) to all
 # 8 int32 slots and multiply-adds it with the two 16-value weight vectors into 2 * GEMM_ROWS int32
 # accumulator vectors (12 + 2 + 1 of the 16 AVX2 registers).
@@ -647,6 +652,7 @@ _weighted_sum_16 = _weighted_sum_kernel(1, HAVE_AVX2)
 _gemm_tile = _tile_kernel(HAVE_AVX2)
 
 
+@njit(**_opts)
 def gemm_int16(a, wp, out) -> None:
     """out [k, N] int32 = a [k, K] int16 (int8 values, C order) times the packed weight wp (pack_weight).
 
@@ -663,27 +669,11 @@ def gemm_int16(a, wp, out) -> None:
             _gemm_tile(a, wp, out, r, k * (t + 1) // tiles - r, block)
 
 
-KERNELS = (
-    "gemm_int16",
-    "ln_two",
-    "lstm_cell",
-    "attention_inputs",
-    "query",
-    "attend",
-    "boom",
-    "requant_int8",
-    "frequencies",
-)
-# Each kernel compiled on its own (the engine calls them one by one for models step_group cannot take);
-# several threads step separate groups of lanes (Engine._step_numba), each kernel runs on one thread.
-serial = type("serial", (), {name: staticmethod(njit(**_opts)(globals()[name])) for name in KERNELS})
-
-
 # ---- one whole step of a lane group in one call ----
 #
-# Calling the kernels above one by one from Python costs ~0.35 ms of Python per step (argument dispatch,
-# allocations, slicing), all of it under the GIL: with one lane group per thread, the threads queue for
-# it. step_group runs a whole step in compiled code without the GIL (numba dispatches it once per step).
+# step_group runs every kernel of a step for a group of lanes in compiled code without the GIL: numba
+# dispatches it once per step (calling the kernels one by one from Python cost ~0.35 ms of Python per step,
+# all of it under the GIL, so threads stepping separate lane groups queued for it).
 
 
 class BlockParams(NamedTuple):
@@ -769,29 +759,18 @@ def plain_params(blocks: tuple[BlockParams, ...], head: HeadParams) -> tuple[tup
     return tuple(tuple(b) for b in blocks), tuple(head)
 
 
+@njit(**_opts)
 def _packed_outputs(wp) -> int:  # noqa: ANN001
     return wp.shape[0] * wp.shape[2]
 
 
-_ln_two = serial.ln_two
-_lstm_cell = serial.lstm_cell
-_attention_inputs = serial.attention_inputs
-_query = serial.query
-_attend = serial.attend
-_boom = serial.boom
-_requant_int8 = serial.requant_int8
-_frequencies = serial.frequencies
-_gemm_int16 = serial.gemm_int16
-_packed_outputs_jit = njit(**_opts)(_packed_outputs)
-
-
 @njit(**_opts)
 def step_group(x, lo, hi, blocks, head, h8, cell, ring, written, freqs) -> None:  # noqa: ANN001
-    """Lanes lo..hi-1 consume the bytes x[lo:hi] (int64): the engine's step (Engine._step_kernels, the
-    same kernels in the same order, serial) in one call. h8, cell: tuples of the per-block state arrays;
+    """Lanes lo..hi-1 consume the bytes x[lo:hi] (int64): the engine's step, the reference's formulas in
+    the same order, in one call. h8, cell: tuples of the per-block state arrays;
     ring, written, freqs: the state's arrays of all lanes; blocks: a tuple of BlockParams, head: HeadParams,
     each given as a plain tuple (`plain_params`): numba checks a plain tuple's types at the call several
-    times faster than a NamedTuple's (measured ~50 -> ~18 us per call for these), and the fields are
+    times faster than a NamedTuple's, and the fields are
     named again here.
     """
     head = HeadParams(*head)
@@ -803,7 +782,7 @@ def step_group(x, lo, hi, blocks, head, h8, cell, ring, written, freqs) -> None:
     res = np.empty((k, d), dtype=np.int32)
     mid = np.empty((k, d), dtype=np.int32)
     out = np.empty((k, d), dtype=np.int32)
-    boom_acc = np.empty((k, _packed_outputs_jit(BlockParams(*blocks[0]).wup)), dtype=np.int32)
+    boom_acc = np.empty((k, _packed_outputs(BlockParams(*blocks[0]).wup)), dtype=np.int32)
     ring_g = ring[lo:hi]
     written_g = written[lo:hi]
     for i in range(len(blocks)):
@@ -814,41 +793,41 @@ def step_group(x, lo, hi, blocks, head, h8, cell, ring, written, freqs) -> None:
                 gates[r] = head.byte_acc[byte]
                 res[r] = head.byte_res[byte]
         else:
-            _ln_two(
+            ln_two(
                 out, b.ln_start_eps, b.start8_g, b.start8_b, INT8_MAX, gemm_in,
                 b.startres_g, b.startres_b, RES_MAX, res,
             )  # fmt: skip
-            _gemm_int16(gemm_in, b.wih, gates)
+            gemm_int16(gemm_in, b.wih, gates)
         h8_g = h8[i][lo:hi]
         for r in range(k):
             for c in range(d):
                 gemm_in[r, c] = h8_g[r, c]
-        _gemm_int16(gemm_in, b.whh, gates_h)
-        _lstm_cell(
+        gemm_int16(gemm_in, b.whh, gates_h)
+        lstm_cell(
             gates, gates_h, b.z_mx, b.z_mh, b.z_b, b.z_shift, head.sigmoid_lut, head.tanh_lut,
             cell[i][lo:hi], h8_g, res, b.h_m, b.h_b, b.h_shift, mid,
         )  # fmt: skip
         if b.attention:
             attres = np.empty((k, d), dtype=np.int32)
-            _attention_inputs(
+            attention_inputs(
                 mid, b.ln_a_eps, b.mem8_g, b.mem8_b, b.mid8_g, b.mid8_b, b.attres_g, b.attres_b,
                 ring_g, written_g, gemm_in, attres,
             )  # fmt: skip
-            query_acc = np.empty((k, _packed_outputs_jit(b.wq)), dtype=np.int32)
-            _gemm_int16(gemm_in, b.wq, query_acc)
+            query_acc = np.empty((k, _packed_outputs(b.wq)), dtype=np.int32)
+            gemm_int16(gemm_in, b.wq, query_acc)
             q8 = np.empty((k, d), dtype=np.int32)
-            _query(query_acc, b.qp_m, b.qp_b, b.qp_shift, b.ln_q_eps, b.q8_g, b.q8_b, q8)
-            _attend(
+            query(query_acc, b.qp_m, b.qp_b, b.qp_shift, b.ln_q_eps, b.q8_g, b.q8_b, q8)
+            attend(
                 q8, ring_g, written_g, b.att_m, b.att_b, b.att_shift, b.att_exp_lut, b.ao_m, b.ao_b,
                 b.ao_shift, attres, b.narrow_sum, mid,
             )  # fmt: skip
-        _ln_two(mid, b.ln_ff_eps, b.xff8_g, b.xff8_b, INT8_MAX, gemm_in, b.ffres_g, b.ffres_b, RES_MAX, res)
-        _gemm_int16(gemm_in, b.wup, boom_acc)
-        _boom(boom_acc, b.u_m, b.u_b, b.u_shift, b.gelu_lut, res, b.boom_m, b.boom_b, b.boom_shift, out)
-    _requant_int8(out, head.fin_m, head.fin_b, head.fin_shift, gemm_in)
-    logits = np.empty((k, _packed_outputs_jit(head.wout)), dtype=np.int32)
-    _gemm_int16(gemm_in, head.wout, logits)
-    _frequencies(
+        ln_two(mid, b.ln_ff_eps, b.xff8_g, b.xff8_b, INT8_MAX, gemm_in, b.ffres_g, b.ffres_b, RES_MAX, res)
+        gemm_int16(gemm_in, b.wup, boom_acc)
+        boom(boom_acc, b.u_m, b.u_b, b.u_shift, b.gelu_lut, res, b.boom_m, b.boom_b, b.boom_shift, out)
+    requant_int8(out, head.fin_m, head.fin_b, head.fin_shift, gemm_in)
+    logits = np.empty((k, _packed_outputs(head.wout)), dtype=np.int32)
+    gemm_int16(gemm_in, head.wout, logits)
+    frequencies(
         logits, head.logit_m, head.logit_b, head.logit_shift, head.logit_exp_lut, head.table_total,
         freqs[lo:hi],
     )  # fmt: skip

@@ -14,9 +14,9 @@ a file full of its own vocabulary a small one. So A is learnt: for each order an
 sum) and the best so far is used. Candidate 0 means "leave the table as it is".
 
 Everything is integer (the code lengths through an integer log2 table built with integer arithmetic) and
-sequential in a fixed order, so encoder and decoder compute the same tables on any machine (DESIGN.md
-section 2). As with the match model, the tables of a step are computed for all lanes before any byte of
-that step is known, then the step's bytes update costs and counts. Contexts are each lane's own last
+sequential in a fixed order, so encoder and decoder compute the same tables on any machine
+(docs/design.md). As with the match model, the tables of a step are computed for all lanes before any
+byte of that step is known, then the step's bytes update costs and counts. Contexts are each lane's own last
 bytes; the counts are shared by all lanes of the frame. The state lives for one frame.
 
 Frames that use it carry the CONTEXT_COUNTS frame flag (docs/format.md). The writer now uses the second
@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from shazip import _numba_cache
+from shazip.intmath import LOG2_TABLE, bit_length, log2_q
 
 ORDERS = (2, 3, 4, 6)  # context lengths in bytes
 SLOT_BITS = 16  # contexts per order: order 2 exactly, longer ones hashed (collisions merge contexts)
@@ -37,68 +38,7 @@ COUNT_BUCKETS = 17  # bit_length(n), n < 2**16
 ROW_LIMIT = (1 << 16) - 1  # a context's counts are halved when their sum reaches this (uint16 counts)
 TABLE_TOTAL = 1 << 20  # each order's output is rescaled to about this total (entries >= 1)
 COST_DECAY_SHIFT = 5  # code-length sums forget with a factor 1 - 1/32 per use
-LOG_Q = 12  # code lengths in 1/4096 bits
-_LOG_MANTISSA_BITS = 12
-
 _opts = {"cache": True, "nogil": True, "boundscheck": False}
-
-
-def _log2_mantissa_table() -> np.ndarray:
-    """log2(1 + m / 4096) for m < 4096 in Q12, by integer arithmetic only (repeated squaring), so the
-    table is the same on every machine whatever its libm."""
-    one = 1 << 40
-    table = np.empty(1 << _LOG_MANTISSA_BITS, dtype=np.int64)
-    for m in range(1 << _LOG_MANTISSA_BITS):
-        y = one + (m << (40 - _LOG_MANTISSA_BITS))  # 1 <= y < 2 in Q40
-        bits = 0
-        for _ in range(LOG_Q + 4):
-            y = (y * y) >> 40
-            bits <<= 1
-            if y >= 2 * one:
-                y >>= 1
-                bits |= 1
-        table[m] = bits >> 4  # 16 fractional bits computed, 12 kept (floor)
-    return table
-
-
-LOG2_TABLE = _log2_mantissa_table()
-
-
-@njit(**_opts)
-def bit_length(v) -> int:
-    """Number of bits of 0 <= v < 2**63 (a binary search: this runs ~40 times per lane and step)."""
-    n = 0
-    if v >= 1 << 32:
-        v >>= 32
-        n += 32
-    if v >= 1 << 16:
-        v >>= 16
-        n += 16
-    if v >= 1 << 8:
-        v >>= 8
-        n += 8
-    if v >= 1 << 4:
-        v >>= 4
-        n += 4
-    if v >= 1 << 2:
-        v >>= 2
-        n += 2
-    if v >= 1 << 1:
-        v >>= 1
-        n += 1
-    return n + v
-
-
-@njit(**_opts)
-def _log2_q(v, table) -> int:
-    """log2(v) in Q12 for v >= 1 (integer part exact, fraction from the 12 bits below the leading 1)."""
-    v = np.int64(v)
-    top = bit_length(v) - 1
-    if top >= _LOG_MANTISSA_BITS:
-        mantissa = (v >> (top - _LOG_MANTISSA_BITS)) & ((1 << _LOG_MANTISSA_BITS) - 1)
-    else:
-        mantissa = (v << (_LOG_MANTISSA_BITS - top)) & ((1 << _LOG_MANTISSA_BITS) - 1)
-    return (top << LOG_Q) + table[mantissa]
 
 
 @njit(**_opts)
@@ -106,13 +46,13 @@ def _charge_candidates(costs, i, bucket, candidates, n, cx, px, total, table, de
     """Add to order i's costs in this bucket the code length each candidate A would have given the coded
     byte x ((c(x) + A p(x)) / (n + A), or p(x) for A = 0; cx = c(x), px = p(x) of the incoming table of
     this total), as an exponentially decaying sum (factor 1 - 2**-decay_shift per use)."""
-    log_total = _log2_q(total, table)
+    log_total = log2_q(total, table)
     for j in range(candidates.shape[0]):
         a = candidates[j]
         if a == 0:
-            cost = log_total - _log2_q(px, table)
+            cost = log_total - log2_q(px, table)
         else:
-            cost = _log2_q(n + a, table) + log_total - _log2_q(cx * total + a * px, table)
+            cost = log2_q(n + a, table) + log_total - log2_q(cx * total + a * px, table)
         costs[i, bucket, j] += cost - (costs[i, bucket, j] >> decay_shift)
 
 
@@ -256,9 +196,7 @@ class ContextCounts:
 # the longer orders sparsely (a few (byte, count) pairs per context, 2^20 contexts per order, a 16-bit tag
 # so that a context never borrows another's counts), adds orders 1, 8, 12 and the current word, and picks A
 # per (order, bit_length(n), how concentrated the counts are, how much the incoming table already agrees
-# with the counts' favourite byte). Validation megabyte 1.864 -> 1.781 bpb, book2 1.940 -> 1.746 (match
-# model on in both; exact code lengths on the engine's tables). Old frames (flag CONTEXT_COUNTS) still
-# decode with the functions above.
+# with the counts' favourite byte). Old frames (flag CONTEXT_COUNTS) still decode with the functions above.
 
 ORDERS_2 = (1, 2, 3, 4, 6, 8, 12, 0)  # context lengths in bytes; 0: the current word (see update_2)
 DENSE_ORDERS_2 = 2  # the first two (orders 1 and 2) are dense rows indexed by the bytes themselves
@@ -514,4 +452,4 @@ class ContextCounts2:
 
 
 # numba's cache does not notice changes in compiled code called from other files: see _numba_cache.
-_numba_cache.drop_stale(bit_length)
+_numba_cache.drop_stale(blend_2)

@@ -13,7 +13,7 @@ The estimate is the hit rate seen so far in the frame for matches of the same le
 drives the code length towards zero.
 
 Everything is integer and sequential in a fixed order (lanes in order, every step), so the encoder and the
-decoder compute the same tables on any machine, like the engine (DESIGN.md section 2). Within a step the
+decoder compute the same tables on any machine, like the engine (docs/design.md). Within a step the
 predictions of all lanes are made before any byte of that step is known (the decoder decodes the lanes of
 a step together), so a match may only point at bytes of earlier steps. The state lives for one frame: the
 frame's bytes (as the step-major grid the codec keeps anyway), a hash table and the counts.
@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from shazip import _numba_cache
-from shazip.context_counts import bit_length
+from shazip.intmath import bit_length
 
 MIN_MATCH = 4  # context bytes that must agree for a match (and that are hashed to find one)
 MAX_VERIFY = 32  # a new match's length is counted back at most this far

@@ -1,0 +1,351 @@
+"""The .shz stream: input of any length -> frames -> .shz, and back (docs/format.md).
+
+`StreamEncoder` takes input of unknown length in pieces and writes a stream in one pass; per frame it
+chooses the method (stored, zstd, or a model frame where the model wins). `StreamDecoder` reads a stream
+in one pass and yields each frame's raw bytes, verified. Memory is bounded by one frame (raw + coded) plus
+the model's per-lane state and per-frame tables, whatever the input length.
+
+torch and the numba kernels load only when a frame is actually coded with the model, so stored/zstd
+work, `shazip info` and `shazip --help` never pay for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import zstandard
+
+from shazip.format import (
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    MAX_LANES,
+    ChecksumError,
+    Footer,
+    FormatError,
+    FrameHeader,
+    FrameTally,
+    FrameWalk,
+    Method,
+    ModelMismatchError,
+    StreamHeader,
+    check_end_of_input,
+    content_hasher,
+    crc32,
+    read_exact,
+    read_header,
+)
+from shazip.model_frame import EngineFactory, ModelFrameCoder
+from shazip.runtime import load_model, resolve_device
+
+DEFAULT_FRAME_SIZE = 1 << 20  # 1 MiB of input per frame on CPU
+GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
+MIN_LANE_BYTES = 16 << 10  # a lane gets at least this much of a frame (long context per lane)
+MAX_LANES_CPU = 64
+MAX_LANES_GPU = 256
+ZSTD_LEVEL = 3  # zstd frames when the model is not tried, and the cheap test
+# When the model does run on a frame, zstd at this level competes with it: it costs well under 1% of the
+# model's time and makes a weak model's frames never worse than strong zstd on the same frame.
+ZSTD_STRONG_LEVEL = 19
+# The cheap "is this worth the model?" test: if zstd saves less than this fraction of a frame (already
+# compressed or random data), the model is not run. Small frames always try the model: zstd's own
+# overhead makes it a poor judge there, and the model costs little on them.
+INCOMPRESSIBLE_SAVING = 0.03
+CHEAP_TEST_MIN_BYTES = 4096
+
+NO_MODEL_ID = bytes(32)  # header model id of files written without a model ("zstd" strategy)
+
+ProgressCallback = Callable[[int, int], None]  # (raw bytes so far, coded bytes so far)
+
+
+def choose_lanes(first_frame_bytes: int, max_lanes: int) -> int:
+    """Few lanes for small inputs (each lane keeps >= MIN_LANE_BYTES of context), max_lanes for big ones.
+
+    Decided from the first frame: a full first frame means a big input."""
+    return max(1, min(max_lanes, first_frame_bytes // MIN_LANE_BYTES))
+
+
+class StreamEncoder:
+    """Writes a .shz stream to `out` from input given in pieces of any size; `finish()` writes the footer.
+
+    strategy: "auto" (cheap test, then the model where it helps), "model" (always try the model; still falls
+    back to stored/zstd where the model frame would be bigger), or "zstd" (never the model: stored/zstd
+    only, and the file decodes without any model)."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        model: Any = None,
+        *,
+        strategy: str = "auto",
+        lanes: int | None = None,
+        frame_size: int | None = None,
+        device: str | None = "auto",
+        threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        if strategy not in ("auto", "model", "zstd"):
+            raise ValueError(f"strategy must be 'auto', 'model' or 'zstd', got {strategy!r}")
+        if lanes is not None and not 1 <= lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be in 1..{MAX_LANES}")
+        if frame_size is not None and not 1 <= frame_size <= MAX_FRAME_SIZE:
+            raise ValueError(f"frame size must be in 1..{MAX_FRAME_SIZE}")
+        self.out = out
+        self.strategy = strategy
+        self.model = None if strategy == "zstd" else load_model(model)
+        self.requested_lanes = lanes
+        self.device = device
+        self.threads = threads
+        self.progress = progress
+        self.engine_factory = engine_factory
+        # Until the header is written, the first frame is being gathered and the layout is undecided.
+        self.frame_size = frame_size or DEFAULT_FRAME_SIZE
+        self.frame_size_fixed = frame_size is not None or strategy == "zstd"
+        self.header: StreamHeader | None = None
+        self.coder: ModelFrameCoder | None = None
+        self.buffer = bytearray()
+        self.hasher = content_hasher()
+        self.tally = FrameTally()
+        self.raw_total = 0
+        self.coded_total = 0
+        self.finished = False
+        self.failed = False
+        self.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False, write_checksum=False)
+        self.zstd_strong = zstandard.ZstdCompressor(
+            level=ZSTD_STRONG_LEVEL, write_content_size=False, write_checksum=False
+        )
+
+    # -- layout ---------------------------------------------------------------------------------------
+
+    def _max_lanes(self, device: str) -> int:
+        return MAX_LANES_GPU if device.startswith("cuda") else MAX_LANES_CPU
+
+    def _start(self) -> None:
+        """Decide lanes (and, on a GPU, the frame size) from the first frame, and write the header."""
+        known = len(self.buffer)
+        if self.model is None:
+            lanes = 1
+        elif self.requested_lanes is not None:
+            lanes = self.requested_lanes
+        else:
+            # The device matters only for big inputs; small ones never import torch to find out.
+            max_lanes = MAX_LANES_CPU
+            if known >= MAX_LANES_CPU * MIN_LANE_BYTES:
+                self.device = resolve_device(self.device)
+                max_lanes = self._max_lanes(self.device)
+            lanes = choose_lanes(known, max_lanes)
+        model_id = NO_MODEL_ID if self.model is None else self.model.model_id
+        name = "" if self.model is None else self.model.name
+        self.header = StreamHeader(lanes, self.frame_size, model_id, name)
+        self._emit(self.header.to_bytes())
+        if self.model is not None:
+            self.coder = ModelFrameCoder(self.model, lanes, self.device, self.threads, self.engine_factory)
+
+    def _grow_first_frame_if_gpu(self) -> None:
+        """Called once the first frame is full: on a GPU, frames grow so 256 lanes keep long runs."""
+        if self.frame_size_fixed:
+            return
+        self.frame_size_fixed = True
+        if self.requested_lanes is None and self.model is not None:
+            self.device = resolve_device(self.device)
+            if self.device.startswith("cuda"):
+                self.frame_size = GPU_FRAME_SIZE
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_usable()
+        try:
+            return self._write(data)
+        except BaseException:
+            self.failed = True  # a frame may be half written: never end this stream with a valid footer
+            raise
+
+    def _check_usable(self) -> None:
+        if self.failed:
+            raise ValueError("the .shz stream is incomplete after an earlier error")
+        if self.finished:
+            raise ValueError("write to a finished .shz stream")
+
+    def _write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        taken = 0
+        while taken < len(view):
+            room = self.frame_size - len(self.buffer)
+            piece = view[taken : taken + room]
+            self.buffer += piece
+            taken += len(piece)
+            if len(self.buffer) >= self.frame_size:
+                if self.header is None:
+                    self._grow_first_frame_if_gpu()
+                    if len(self.buffer) < self.frame_size:
+                        continue
+                    self._start()
+                self._flush_frame()
+        return len(view)
+
+    def finish(self) -> None:
+        """Code what is buffered, then write the end-of-stream marker and the footer."""
+        if self.finished:
+            return
+        self._check_usable()
+        try:
+            if self.header is None:
+                self._start()
+            if self.buffer:
+                self._flush_frame()
+            footer = Footer(self.tally.frames, self.raw_total, self.hasher.digest())
+            self._emit(footer.to_bytes())
+        except BaseException:
+            self.failed = True
+            raise
+        self.finished = True
+
+    def _emit(self, data: bytes) -> None:
+        self.out.write(data)
+        self.coded_total += len(data)
+
+    def _report(self, raw_done: int) -> None:
+        if self.progress is not None:
+            self.progress(raw_done, self.coded_total)
+
+    def _flush_frame(self) -> None:
+        raw = bytes(self.buffer)
+        self.buffer.clear()
+        self.hasher.update(raw)
+        header, payload = self._code_frame(raw)
+        self._emit(header.to_bytes())
+        self._emit(payload)
+        self.tally.add(header)
+        self.raw_total += len(raw)
+        self._report(self.raw_total)
+
+    def _code_frame(self, raw: bytes) -> tuple[FrameHeader, bytes]:
+        n = len(raw)
+        raw_crc = crc32(raw)
+        stored = (FrameHeader(Method.STORED, n, n, raw_crc, coded_crc32=raw_crc), raw)
+
+        def smaller_of_stored_and(zstd_payload: bytes) -> tuple[FrameHeader, bytes]:
+            if len(zstd_payload) >= n:
+                return stored
+            header = FrameHeader(Method.ZSTD, n, len(zstd_payload), raw_crc, coded_crc32=crc32(zstd_payload))
+            return header, zstd_payload
+
+        quick = self.zstd.compress(raw)
+        if self.coder is None or not self._worth_the_model(n, len(quick)):
+            return smaller_of_stored_and(quick)
+        best = smaller_of_stored_and(min(quick, self.zstd_strong.compress(raw), key=len))
+        assert self.header is not None
+        lanes = self.header.lanes
+        before = self.coder.snapshot()
+        base = self.raw_total
+        coded = self.coder.encode(raw, lanes, lambda done: self._report(base + done), limit=len(best[1]))
+        if coded is not None and len(coded[0]) < len(best[1]):
+            payload, flags = coded
+            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes, crc32(payload), flags), payload
+        # The model lost to stored/zstd: the decoder will not run the model on this frame, so the lanes
+        # must look as if the encoder had not either.
+        self.coder.restore(before)
+        return best
+
+    def _worth_the_model(self, raw_size: int, zstd_size: int) -> bool:
+        if raw_size <= 4:  # a model payload is whole 4-byte words and must be smaller than the frame
+            return False
+        if self.strategy == "model" or raw_size < CHEAP_TEST_MIN_BYTES:
+            return True
+        return zstd_size < raw_size * (1 - INCOMPRESSIBLE_SAVING)
+
+
+class StreamDecoder:
+    """Reads a .shz stream from `src` in one pass; `frames()` yields each frame's raw bytes, verified.
+
+    The model is checked against the header before the first frame; the engine (and torch) starts only at
+    the first model frame. After the last frame the footer is checked (frame count, total size, content
+    checksum) and nothing may follow it."""
+
+    def __init__(
+        self,
+        src: BinaryIO,
+        model: Any = None,
+        *,
+        device: str | None = "auto",
+        threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
+        self.src = src
+        self.model_arg = model
+        self.device = device
+        self.threads = threads
+        self.progress = progress
+        self.engine_factory = engine_factory
+        self.header: StreamHeader | None = None
+        self.footer: Footer | None = None
+        self.coder: ModelFrameCoder | None = None
+        self.raw_total = 0
+        self.coded_total = 0
+
+    def read_header(self) -> StreamHeader:
+        if self.header is None:
+            self.header = read_header(self.src)
+            self.coded_total = self.header.size
+            if self.header.model_id != NO_MODEL_ID:
+                model = load_model(self.model_arg)
+                check_model(self.header, model)
+                self.coder = ModelFrameCoder(
+                    model, self.header.lanes, self.device, self.threads, self.engine_factory
+                )
+        return self.header
+
+    def frames(self) -> Iterator[bytes]:
+        header = self.read_header()
+        hasher = content_hasher()
+        walk = FrameWalk(self.src, header)
+        for index, frame in walk:
+            payload = read_exact(self.src, frame.coded_size, f"frame {index}")
+            if crc32(payload) != frame.coded_crc32:
+                raise ChecksumError(f"corrupt frame {index} (payload checksum)")
+            raw = self._decode_frame(frame, payload, index)
+            if crc32(raw) != frame.raw_crc32:
+                raise ChecksumError(f"corrupt frame {index} (checksum)")
+            hasher.update(raw)
+            self.raw_total += len(raw)
+            self.coded_total += FRAME_HEADER_SIZE + len(payload)
+            if self.progress is not None:
+                self.progress(self.raw_total, self.coded_total)
+            yield raw
+        assert walk.footer is not None
+        if hasher.digest() != walk.footer.content_hash:
+            raise ChecksumError("content checksum mismatch (corrupt data)")
+        check_end_of_input(self.src)
+        self.footer = walk.footer
+
+    def _decode_frame(self, frame: FrameHeader, payload: bytes, index: int) -> bytes:
+        if frame.method == Method.STORED:
+            return payload
+        if frame.method == Method.ZSTD:
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=frame.raw_size)
+            except zstandard.ZstdError as e:
+                raise ChecksumError(f"corrupt frame {index} (zstd: {e})") from None
+            if len(raw) != frame.raw_size:
+                raise ChecksumError(f"corrupt frame {index} (zstd size)")
+            return raw
+        if self.coder is None:
+            raise FormatError(f"corrupt frame {index} (model frame in a file written without a model)")
+        base_raw, base_coded = self.raw_total, self.coded_total
+
+        def report(done: int) -> None:
+            if self.progress is not None:
+                self.progress(base_raw + done, base_coded)
+
+        return self.coder.decode(payload, frame.raw_size, frame.lanes, index, frame.flags, report)
+
+
+def check_model(header: StreamHeader, model: Any) -> None:
+    if model.model_id != header.model_id:
+        raise ModelMismatchError(
+            f"needs model {header.model_name or '?'} (id {header.model_id.hex()[:16]}…), "
+            f"got {model.name} (id {model.model_id.hex()[:16]}…)"
+        )
