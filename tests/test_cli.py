@@ -18,7 +18,10 @@ import pytest
 DATA = b"".join(b"%d bottles of beer on the wall, %d bottles of beer.\n" % (i, i) for i in range(2000))
 
 
-def shazip(*args: str, cwd: Path, data: bytes | None = None, **kwargs) -> subprocess.CompletedProcess:
+def shazip(
+    *args: str, cwd: Path, data: bytes | None = None, timeout: float = 120, **kwargs
+) -> subprocess.CompletedProcess:
+    """`python -m shazip ARGS` in `cwd`, stdout and stderr captured unless kwargs say otherwise."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | kwargs
     return subprocess.run(
@@ -26,7 +29,7 @@ def shazip(*args: str, cwd: Path, data: bytes | None = None, **kwargs) -> subpro
         input=data,
         cwd=cwd,
         env=env,
-        timeout=120,
+        timeout=timeout,
         **streams,
     )
 

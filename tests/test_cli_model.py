@@ -7,23 +7,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.paths import sample_text
+from tests.test_cli import shazip as run_shazip
 
 
-def shazip(*args: str, cwd: Path, threads: int = 1) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    return subprocess.run(
-        [sys.executable, "-m", "shazip", *args],
-        capture_output=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+def shazip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_shazip(*args, cwd=cwd, timeout=300)  # (each process with the model imports numba's code)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +39,7 @@ def test_default_model_round_trip_in_another_process_with_other_threads(packed):
     assert record["bits_per_byte"] < 4.0
     os.rename(folder / "text.txt", folder / "text.orig")
     try:
-        result = shazip(
-            "decompress", "--threads", "2", "--device", "cpu", "text.txt.shz", cwd=folder, threads=2
-        )
+        result = shazip("decompress", "--threads", "2", "--device", "cpu", "text.txt.shz", cwd=folder)
         assert result.returncode == 0, result.stderr
         assert (folder / "text.txt").read_bytes() == data
     finally:

@@ -60,12 +60,18 @@ def test_helpers_step_exactly_with_the_caller(engine: Engine) -> None:
     np.testing.assert_array_equal(np.stack(tables), reference[:7])
 
 
+def advanced(engine: Engine, seq: np.ndarray, steps: int):  # noqa: ANN201
+    """A new state of seq's lanes after its first `steps` steps."""
+    state = engine.new_state(seq.shape[1])
+    for s in range(steps):
+        engine.advance(state, seq[s])
+    return state
+
+
 def test_new_arrays_in_a_state_get_new_helpers(engine: Engine) -> None:
     seq = text_lanes(32, 30, offset=130000)
     reference = one_thread_tables(engine, seq)
-    state = engine.new_state(32)
-    for s in range(10):
-        engine.advance(state, seq[s])
+    state = advanced(engine, seq, 10)
     at_10 = state.copy()
     for s in range(10, 15):
         engine.advance(state, seq[s])  # helpers now bound to this state's arrays
@@ -197,9 +203,7 @@ def test_work_alongside_a_step_runs_once_and_changes_nothing(engine: Engine) -> 
 def test_a_step_completes_when_the_work_alongside_fails(engine: Engine) -> None:
     seq = text_lanes(40, 6, offset=160000)
     reference = one_thread_tables(engine, seq)
-    state = engine.new_state(40)
-    for s in range(3):
-        engine.advance(state, seq[s])
+    state = advanced(engine, seq, 3)
 
     def fail() -> None:
         raise OSError("disk full")
