@@ -552,7 +552,7 @@ def roundtrip(label: str, model: Any, lanes: int, steps: int, device: str, hook:
         except Exception as e:  # a decoding failure is the finding
             result[name] = False
             result[name + "_error"] = error_text(e)
-    result["model_frames"] = result["frames"].get("model", 0)
+    result["model_frames"] = result["frames"].get("mix", 0)
     result["equal"] = bool(
         result["identical_shz"]
         and result["cpu_to_device"]
@@ -696,7 +696,7 @@ def api_rates(model: Any, device: str, lanes: int, steps: int) -> dict:
         "roundtrip_ok": restored == data,
         "zstd19_bytes_per_s": rate(len(data), zstd_s),
     }
-    if "model" not in methods:
+    if "mix" not in methods:
         # the frame went out as zstd/stored; decompression then never ran the model
         result["note"] = "the model lost to zstd on this frame: decompress did not run the model"
     return result

@@ -29,6 +29,9 @@ MODULES = (
     "intmath.py",
     "infile/match.py",
     "infile/context_counts.py",
+    "mixing/coder.py",
+    "mixing/model.py",
+    "mixing/tables.py",
 )
 STAMP_NAME = "shazip-numba-sources.stamp"
 _checked: set[str] = set()

@@ -50,11 +50,13 @@ class Method(IntEnum):
     STORED = 1  # payload = the raw bytes
     ZSTD = 2  # payload = one zstd frame (level chosen by the encoder)
     MODEL = 3  # payload = range-coder words (uint32 LE) driven by the model, `lanes` lanes
+    MIX = 4  # payload = binary arithmetic code of the mixing model over the network, `lanes` lanes
+    CM = 5  # payload = binary arithmetic code of the mixing model alone, one sequence
     END = 0xFF  # not a frame: the end-of-stream marker that starts the footer
 
 
 class FrameFlag(IntFlag):
-    """Options of a model frame (docs/format.md); other methods have none."""
+    """Options of a model frame (docs/format.md); MIX frames take CRLF_AS_LF only, other methods none."""
 
     CRLF_AS_LF = 0x01  # the model coded the frame with every CR LF as LF; payload starts with that size
     MATCH_MODEL = 0x02  # the engine's tables were mixed with the match model (shazip/match.py)
@@ -223,8 +225,10 @@ class FrameHeader:
                 f"frame {index} uses options this shazip does not know (flags 0x{self.flags:02x}):"
                 " written by a newer shazip?"
             )
-        if self.flags and self.method != Method.MODEL:
+        if self.flags and self.method not in (Method.MODEL, Method.MIX):
             raise bad("flags set on a frame that is not a model frame")
+        if self.method == Method.MIX and self.flags & ~FrameFlag.CRLF_AS_LF:
+            raise bad(f"flags 0x{self.flags:02x} on a mixing frame")
         both_counts = FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
         if self.flags & both_counts == both_counts:
             raise bad("flags 0x04 and 0x08 together")
@@ -239,6 +243,14 @@ class FrameHeader:
                 raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
             if not 4 <= self.coded_size < self.raw_size or self.coded_size % 4:
                 raise bad(f"model frame coded size {self.coded_size} invalid")
+        elif self.method == Method.MIX:
+            if not 1 <= self.lanes <= header.lanes:
+                raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
+            if not 1 <= self.coded_size < self.raw_size:
+                raise bad(f"mixing frame coded size {self.coded_size} invalid")
+        elif self.method == Method.CM:
+            if not 1 <= self.coded_size < self.raw_size or self.lanes != 0:
+                raise bad("CM frame not smaller than its raw size, or lanes != 0")
 
 
 @dataclass(frozen=True)
@@ -277,7 +289,9 @@ def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
     try:
         method = Method(method)
     except ValueError:
-        raise FormatError(f"corrupt frame {index} (unknown method {method})") from None
+        raise FormatError(
+            f"frame {index} uses method {method}, which this shazip does not know: written by a newer shazip?"
+        ) from None
     return FrameHeader(method, raw_size, coded_size, raw_crc, lanes, coded_crc, flags)
 
 

@@ -1,9 +1,11 @@
-"""Model frames (method MODEL, docs/format.md): the network's tables, refined by the in-file models,
-drive constriction's range coder, step by step over the frame's lanes.
+"""Frames coded with the network (docs/format.md), step by step over the frame's lanes:
 
-`ModelFrameCoder` holds the engine and the lanes' state, carried from frame to frame. Encoder and decoder
-run the same step loop (`_run`) and differ only in what they do with each step's tables: encode the
-known bytes, or decode them.
+- MIX: the mixing model (`shazip.mixing`) over the network's tables, binary arithmetic coding (written);
+- MODEL: the network's tables refined by the in-file models (`shazip.infile`), constriction's range coder
+  (what earlier versions wrote; still read).
+
+`ModelFrameCoder` holds the engine and the lanes' state, carried from frame to frame. Both methods, encoder
+and decoder, run one step loop (`_steps`) and differ only in what they do with each step's tables.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from shazip.format import ChecksumError, FrameFlag, ModelError, lane_layout
-from shazip.infile import InFileModels
+from shazip.format import ChecksumError, FrameFlag, Method, ModelError, lane_layout
 
 _U32 = struct.Struct("<I")
 PROGRESS_EVERY_STEPS = 256
-# What the writer sets on every model frame (and CRLF_AS_LF where it applies).
-WRITER_FLAGS = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2
+# The in-file models of a MODEL frame that the last writer of that method set (and CRLF_AS_LF where it
+# applied).
+MODEL_FLAGS = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2
 
 EngineFactory = Callable[[Any, str, "int | None"], Any]  # (model, device, threads) -> engine
-# code(t, active, tables) -> the step's bytes of the active lanes, or None to stop the frame
-StepCoder = Callable[[int, int, np.ndarray], "np.ndarray | None"]
+Layout = tuple[int, int, int]  # (run, full, rest): see format.lane_layout
+# code(t, active, layout, tables) -> (the step's bytes of the active lanes, work for the calling thread
+# while the engine learns them), or None to stop the frame
+StepCoder = Callable[[int, int, Layout, np.ndarray], "tuple[np.ndarray, Callable[[], object] | None] | None"]
 
 
 def crlf_as_lf_applies(raw: bytes) -> bool:
@@ -85,33 +89,27 @@ class ModelFrameCoder:
     def restore(self, snapshot: Any) -> None:
         self.state = snapshot
 
-    def _run(
-        self, grid: np.ndarray, n: int, flags: int, code: StepCoder, progress: Callable[[int], None] | None
+    def _steps(
+        self, grid: np.ndarray, n: int, code: StepCoder, progress: Callable[[int], None] | None
     ) -> bool:
-        """The step loop over a frame of n bytes laid out in grid ([run, lanes], step-major). At each step
-        `code` codes the active lanes' bytes with the step's tables; then the engine and the in-file models
-        learn them. False if `code` stopped the frame."""
+        """The step loop over a frame of n bytes laid out in grid ([run, lanes], step-major): at each step
+        `code` codes the active lanes' bytes with the engine's tables; then the engine learns them (with
+        `code`'s other work on the calling thread meanwhile). False if `code` stopped the frame."""
         self._ensure_engine()
-        run, full, rest = lane_layout(n, grid.shape[1])
-        in_file = InFileModels(grid, run, full, rest, flags)
+        layout = lane_layout(n, grid.shape[1])
+        run, full, rest = layout
         done = 0
         for t in range(run):
             active = full + (1 if t < rest else 0)
-            tables = in_file.tables(t, self.engine.predict(self.state), active)
-            symbols = code(t, active, tables)
-            if symbols is None:
+            coded = code(t, active, layout, self.engine.predict(self.state))
+            if coded is None:
                 return False
-            # (the in-file models learn byte t while the engine's helper threads start on it)
-            self.engine.advance(self.state, symbols, alongside=functools.partial(in_file.update, t, active))
+            symbols, alongside = coded
+            self.engine.advance(self.state, symbols, alongside=alongside)
             done += active
             if progress is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
                 progress(done)
         return True
-
-    # Why the tables reach the coder identically in encoder and decoder: they are integers (every entry
-    # >= 1, sum <= 2**24), bit-identical on both sides by the determinism contract, passed as float64,
-    # which holds every such integer exactly, unnormalised; constriction quantises each row to its
-    # fixed-point model with the same sequential IEEE arithmetic on both sides. Same input -> same model.
 
     def encode(
         self,
@@ -119,14 +117,15 @@ class ModelFrameCoder:
         lanes: int,
         progress: Callable[[int], None] | None = None,
         limit: int | None = None,
-        flags: int = WRITER_FLAGS,
+        method: Method = Method.MIX,
+        flags: int = MODEL_FLAGS,
     ) -> tuple[bytes, int] | None:
-        """One model frame: (payload, FrameFlag bits). `flags`: the in-file models to use. Text with CR LF
-        line ends is coded as LF text (the model was trained on LF text; the decoder puts the CRs back).
-        With `limit`: None as soon as the payload is sure to reach `limit` bytes (the caller has a smaller
-        payload already; the lane state is then partly advanced and must be restored)."""
-        import constriction
-
+        """One frame of `method` (MIX or MODEL): (payload, FrameFlag bits). `flags`: a MODEL frame's in-file
+        models. Text with CR LF line ends is coded as LF text (the model was trained on LF text; the
+        decoder puts the CRs back). With `limit`: None as soon as the payload is sure to reach `limit`
+        bytes (the caller has a smaller payload already; the lane state is then partly advanced and must
+        be restored)."""
+        flags = 0 if method == Method.MIX else flags
         text, prefix = raw, b""
         if crlf_as_lf_applies(raw):
             text = raw.replace(b"\r\n", b"\n")
@@ -137,23 +136,70 @@ class ModelFrameCoder:
         flat = np.zeros(lanes * run, dtype=np.uint8)
         flat[:n] = np.frombuffer(text, dtype=np.uint8)
         grid = np.ascontiguousarray(flat.reshape(lanes, run).T)  # grid[t] = byte t of every lane
+        report = None if progress is None else (lambda done: progress(done * len(raw) // n))
+        body_limit = None if limit is None else limit - len(prefix)
+        if method == Method.MIX:
+            body = self._encode_mix(grid, n, report, body_limit)
+        else:
+            body = self._encode_model(grid, n, int(flags), report, body_limit)
+        return None if body is None else (prefix + body, int(flags))
+
+    def _encode_mix(
+        self, grid: np.ndarray, n: int, progress: Callable[[int], None] | None, limit: int | None
+    ) -> bytes | None:
+        from shazip.mixing import MixingCoder, StopFrame
+
+        mixing = MixingCoder(grid.shape[1], n, grid, limit=limit)
+        stopped = False
+
+        def code(t: int, active: int, layout: Layout, tables: np.ndarray):  # noqa: ANN202
+            if stopped:
+                return None
+
+            def learn() -> None:  # (the mixing model codes the step while the engine's helpers start on it)
+                nonlocal stopped
+                try:
+                    mixing.step(t, active, layout, tables[:active])
+                except StopFrame:
+                    stopped = True
+
+            return grid[t, :active], learn
+
+        if not self._steps(grid, n, code, progress) or stopped:
+            return None
+        try:
+            return mixing.payload()
+        except StopFrame:
+            return None
+
+    # Why the tables reach constriction identically in encoder and decoder: they are integers (every entry
+    # >= 1, sum <= 2**24), bit-identical on both sides by the determinism contract, passed as float64,
+    # which holds every such integer exactly, unnormalised; constriction quantises each row to its
+    # fixed-point model with the same sequential IEEE arithmetic on both sides. Same input -> same model.
+
+    def _encode_model(
+        self, grid: np.ndarray, n: int, flags: int, progress: Callable[[int], None] | None, limit: int | None
+    ) -> bytes | None:
+        import constriction
+
+        from shazip.infile import InFileModels
+
         symbols = grid.astype(np.int32)  # the coder's dtype, converted once per frame
         family = _coder_model()
         encoder = constriction.stream.queue.RangeEncoder()
-        words_limit = None if limit is None else limit - len(prefix)
+        in_file = InFileModels(grid, *lane_layout(n, grid.shape[1]), flags)
 
-        def code(t: int, active: int, tables: np.ndarray) -> np.ndarray | None:
-            encoder.encode(symbols[t, :active], family, tables)
+        def code(t: int, active: int, layout: Layout, tables: np.ndarray):  # noqa: ANN202
+            encoder.encode(symbols[t, :active], family, in_file.tables(t, tables, active))
             # Frames the model is losing (logs, binaries for a text model) stop here, not at the end.
-            if words_limit is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
-                if 4 * encoder.num_words() >= words_limit:
+            if limit is not None and t % PROGRESS_EVERY_STEPS == PROGRESS_EVERY_STEPS - 1:
+                if 4 * encoder.num_words() >= limit:
                     return None
-            return grid[t, :active]
+            return grid[t, :active], functools.partial(in_file.update, t, active)
 
-        report = None if progress is None else (lambda done: progress(done * len(raw) // n))
-        if not self._run(grid, n, int(flags), code, report):
+        if not self._steps(grid, n, code, progress):
             return None
-        return prefix + encoder.get_compressed().astype("<u4").tobytes(), int(flags)
+        return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(
         self,
@@ -163,10 +209,9 @@ class ModelFrameCoder:
         index: int,
         flags: int = 0,
         progress: Callable[[int], None] | None = None,
+        method: Method = Method.MIX,
     ) -> bytes:
-        """The raw bytes of model frame number `index` (its header's fields given)."""
-        import constriction
-
+        """The raw bytes of frame number `index` of `method` (its header's fields given)."""
         n = raw_size
         if flags & FrameFlag.CRLF_AS_LF:
             (n,) = _U32.unpack_from(payload)
@@ -175,22 +220,53 @@ class ModelFrameCoder:
                 raise ChecksumError(f"corrupt frame {index} (model text size)")
         run, _, _ = lane_layout(n, lanes)
         grid = np.zeros((run, lanes), dtype=np.uint8)  # grid[t] = byte t of every lane
-        family = _coder_model()
-        decoder = constriction.stream.queue.RangeDecoder(
-            np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        )
-
-        def code(t: int, active: int, tables: np.ndarray) -> np.ndarray:
-            try:
-                grid[t, :active] = decoder.decode(family, tables)
-            except Exception as e:  # a corrupt payload can drive the decoder past its data
-                raise ChecksumError(f"corrupt frame {index} (model payload: {e})") from None
-            return grid[t, :active]
-
         report = None if progress is None else (lambda done: progress(done * raw_size // n))
-        self._run(grid, n, flags, code, report)
+        if method == Method.MIX:
+            self._decode_mix(payload, grid, n, index, report)
+        else:
+            self._decode_model(payload, grid, n, index, flags, report)
         text = grid.T.reshape(-1)[:n].tobytes()
         raw = text.replace(b"\n", b"\r\n") if flags & FrameFlag.CRLF_AS_LF else text
         if len(raw) != raw_size:
             raise ChecksumError(f"corrupt frame {index} (model frame size)")
         return raw
+
+    def _decode_mix(
+        self, payload: bytes, grid: np.ndarray, n: int, index: int, progress: Callable[[int], None] | None
+    ) -> None:
+        from shazip.mixing import MixingCoder
+
+        mixing = MixingCoder(grid.shape[1], n, grid, payload=payload, index=index)
+
+        def code(t: int, active: int, layout: Layout, tables: np.ndarray):  # noqa: ANN202
+            mixing.step(t, active, layout, tables[:active])
+            return grid[t, :active], None
+
+        self._steps(grid, n, code, progress)
+
+    def _decode_model(
+        self,
+        payload: bytes,
+        grid: np.ndarray,
+        n: int,
+        index: int,
+        flags: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        import constriction
+
+        from shazip.infile import InFileModels
+
+        family = _coder_model()
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        in_file = InFileModels(grid, *lane_layout(n, grid.shape[1]), flags)
+
+        def code(t: int, active: int, layout: Layout, tables: np.ndarray):  # noqa: ANN202
+            try:
+                grid[t, :active] = decoder.decode(family, in_file.tables(t, tables, active))
+            except Exception as e:  # a corrupt payload can drive the decoder past its data
+                raise ChecksumError(f"corrupt frame {index} (model payload: {e})") from None
+            return grid[t, :active], functools.partial(in_file.update, t, active)
+
+        self._steps(grid, n, code, progress)

@@ -53,7 +53,9 @@ ZSTD_STRONG_LEVEL = 19
 INCOMPRESSIBLE_SAVING = 0.03
 CHEAP_TEST_MIN_BYTES = 4096
 
-NO_MODEL_ID = bytes(32)  # header model id of files written without a model ("zstd" strategy)
+NO_MODEL_ID = bytes(32)  # header model id of files written without the network ("zstd", "cm" strategies)
+
+STRATEGIES = ("auto", "model", "cm", "zstd")
 
 ProgressCallback = Callable[[int, int], None]  # (raw bytes so far, coded bytes so far)
 
@@ -68,9 +70,9 @@ def choose_lanes(first_frame_bytes: int, max_lanes: int) -> int:
 class StreamEncoder:
     """Writes a .shz stream to `out` from input given in pieces of any size; `finish()` writes the footer.
 
-    strategy: "auto" (cheap test, then the model where it helps), "model" (always try the model; still falls
-    back to stored/zstd where the model frame would be bigger), or "zstd" (never the model: stored/zstd
-    only, and the file decodes without any model)."""
+    strategy: "auto" (a cheap test, then stored, zstd, CM or MIX, whichever is smallest), "model" (stored,
+    zstd or MIX, without the cheap test: the network wherever it wins), "cm" (stored, zstd or CM: no
+    network, and the file decodes without a model file) or "zstd" (stored or zstd only)."""
 
     def __init__(
         self,
@@ -85,15 +87,15 @@ class StreamEncoder:
         progress: ProgressCallback | None = None,
         engine_factory: EngineFactory | None = None,
     ) -> None:
-        if strategy not in ("auto", "model", "zstd"):
-            raise ValueError(f"strategy must be 'auto', 'model' or 'zstd', got {strategy!r}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         if lanes is not None and not 1 <= lanes <= MAX_LANES:
             raise ValueError(f"lanes must be in 1..{MAX_LANES}")
         if frame_size is not None and not 1 <= frame_size <= MAX_FRAME_SIZE:
             raise ValueError(f"frame size must be in 1..{MAX_FRAME_SIZE}")
         self.out = out
         self.strategy = strategy
-        self.model = None if strategy == "zstd" else load_model(model)
+        self.model = None if strategy in ("zstd", "cm") else load_model(model)
         self.requested_lanes = lanes
         self.device = device
         self.threads = threads
@@ -101,7 +103,7 @@ class StreamEncoder:
         self.engine_factory = engine_factory
         # Until the header is written, the first frame is being gathered and the layout is undecided.
         self.frame_size = frame_size or DEFAULT_FRAME_SIZE
-        self.frame_size_fixed = frame_size is not None or strategy == "zstd"
+        self.frame_size_fixed = frame_size is not None or self.model is None
         self.header: StreamHeader | None = None
         self.coder: ModelFrameCoder | None = None
         self.buffer = bytearray()
@@ -233,9 +235,16 @@ class StreamEncoder:
             return header, zstd_payload
 
         quick = self.zstd.compress(raw)
-        if self.coder is None or not self._worth_the_model(n, len(quick)):
+        if self.strategy == "zstd" or not self._worth_the_model(n, len(quick)):
             return smaller_of_stored_and(quick)
         best = smaller_of_stored_and(min(quick, self.zstd_strong.compress(raw), key=len))
+        from shazip.mixing import encode_cm
+
+        cm = None if self.strategy == "model" else encode_cm(raw, limit=len(best[1]))
+        if cm is not None:
+            best = FrameHeader(Method.CM, n, len(cm), raw_crc, coded_crc32=crc32(cm)), cm
+        if self.coder is None:
+            return best
         assert self.header is not None
         lanes = self.header.lanes
         before = self.coder.snapshot()
@@ -243,9 +252,9 @@ class StreamEncoder:
         coded = self.coder.encode(raw, lanes, lambda done: self._report(base + done), limit=len(best[1]))
         if coded is not None and len(coded[0]) < len(best[1]):
             payload, flags = coded
-            return FrameHeader(Method.MODEL, n, len(payload), raw_crc, lanes, crc32(payload), flags), payload
-        # The model lost to stored/zstd: the decoder will not run the model on this frame, so the lanes
-        # must look as if the encoder had not either.
+            return FrameHeader(Method.MIX, n, len(payload), raw_crc, lanes, crc32(payload), flags), payload
+        # The model lost: the decoder will not run the network on this frame, so the lanes must look as
+        # if the encoder had not either.
         self.coder.restore(before)
         return best
 
@@ -332,6 +341,10 @@ class StreamDecoder:
             if len(raw) != frame.raw_size:
                 raise ChecksumError(f"corrupt frame {index} (zstd size)")
             return raw
+        if frame.method == Method.CM:
+            from shazip.mixing import decode_cm
+
+            return decode_cm(payload, frame.raw_size, index)
         if self.coder is None:
             raise FormatError(f"corrupt frame {index} (model frame in a file written without a model)")
         base_raw, base_coded = self.raw_total, self.coded_total
@@ -340,7 +353,9 @@ class StreamDecoder:
             if self.progress is not None:
                 self.progress(base_raw + done, base_coded)
 
-        return self.coder.decode(payload, frame.raw_size, frame.lanes, index, frame.flags, report)
+        return self.coder.decode(
+            payload, frame.raw_size, frame.lanes, index, frame.flags, report, method=frame.method
+        )
 
 
 def check_model(header: StreamHeader, model: Any) -> None:

@@ -35,7 +35,7 @@ def packed(tmp_path_factory) -> tuple[Path, bytes]:
 def test_default_model_round_trip_in_another_process_with_other_threads(packed):
     folder, data = packed
     record = json.loads(shazip("info", "--json", "text.txt.shz", cwd=folder).stdout)
-    assert record["methods"] == {"model": 1} and record["lanes"] == 3
+    assert record["methods"] == {"mix": 1} and record["lanes"] == 3
     assert record["bits_per_byte"] < 4.0
     os.rename(folder / "text.txt", folder / "text.orig")
     try:

@@ -89,10 +89,10 @@ def test_text_uses_model_frames_and_beats_zstd(model, engines):
     import zstandard
 
     data = sample_text(3000)
-    packed = round_trip(data, model, engines, lanes=2)
+    packed = round_trip(data, model, engines, lanes=2, strategy="model")
     info = scan(io.BytesIO(packed))
     assert info.header.lanes == 1 or info.header.lanes == 2
-    assert all(f.method == Method.MODEL for f in frame_headers(io.BytesIO(packed)))
+    assert all(f.method == Method.MIX for f in frame_headers(io.BytesIO(packed)))
     assert len(packed) < len(zstandard.ZstdCompressor(level=19).compress(data))
 
 
@@ -117,7 +117,7 @@ def test_losing_model_frame_is_replaced_and_lanes_restored(model, engines):
     data = os.urandom(700) + sample_text(700) + os.urandom(700) + sample_text(700, offset=5000)
     packed = round_trip(data, model, engines, lanes=2, frame_size=700, strategy="model")
     methods = [f.method for f in frame_headers(io.BytesIO(packed))]
-    assert methods == [Method.STORED, Method.MODEL, Method.STORED, Method.MODEL]
+    assert methods == [Method.STORED, Method.MIX, Method.STORED, Method.MIX]
 
 
 def test_lane_state_carries_across_frames(model, engines):
@@ -128,7 +128,7 @@ def test_lane_state_carries_across_frames(model, engines):
 
     def second_frame_size(frames: list[bytes]) -> int:
         coder = ModelFrameCoder(model, 1, "cpu", None, engines)
-        sizes = [len(coder.encode(frame, 1, flags=0)[0]) for frame in frames]
+        sizes = [len(coder.encode(frame, 1, method=Method.MODEL, flags=0)[0]) for frame in frames]
         return sizes[-1]
 
     pairs = [(sample_text(800, offset), sample_text(800, offset + 800)) for offset in (150_000, 200_000)]
@@ -136,8 +136,10 @@ def test_lane_state_carries_across_frames(model, engines):
     alone = sum(second_frame_size([second]) for _, second in pairs)
     assert after < alone
     first, second = pairs[0]
-    both = frame_headers(io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=800)))
-    assert [f.method for f in both] == [Method.MODEL, Method.MODEL]
+    both = frame_headers(
+        io.BytesIO(round_trip(first + second, model, engines, lanes=1, frame_size=800, strategy="model"))
+    )
+    assert [f.method for f in both] == [Method.MIX, Method.MIX]
 
 
 def test_api_with_model_path(fixture_model_path):

@@ -133,25 +133,26 @@ def test_round_trip_lane_and_frame_boundaries(n, lanes):
 
 def test_model_frames_are_used_and_lanes_recorded():
     data = markov(20000)
-    packed = toy_compress(data, lanes=3, frame_size=4096)
+    packed = toy_compress(data, lanes=3, frame_size=4096, strategy="model")
     info = scan(io.BytesIO(packed))
     assert info.header.lanes == 3
     assert info.header.frame_size == 4096
     frames = frame_headers(io.BytesIO(packed))
     assert [f.raw_size for f in frames] == [4096] * 4 + [20000 - 4 * 4096]
-    model_frames = [f for f in frames if f.method == Method.MODEL]
+    model_frames = [f for f in frames if f.method == Method.MIX]
     assert model_frames and all(f.lanes == 3 for f in model_frames)
     assert info.footer.total_size == 20000 and info.footer.frame_count == 5
 
 
 def test_state_is_carried_across_frames():
     """Later frames of repetitive text cost less than the first: the lanes remember earlier frames.
-    (Short frames: within a long one the frame's own context counts learn the source too.)"""
+    (Short frames: within a long one the frame's own mixing model learns the source too, and even in
+    these it learns much of it, hence the modest margin.)"""
     data = markov(6 * 1024, seed=1)
     frames = frame_headers(io.BytesIO(toy_compress(data, lanes=2, frame_size=1024, strategy="model")))
     sizes = [f.coded_size for f in frames]
-    assert all(f.method == Method.MODEL for f in frames)
-    assert sizes[-1] < sizes[0] * 0.8
+    assert all(f.method == Method.MIX for f in frames)
+    assert sizes[-1] < sizes[0] * 0.9
 
 
 def test_incompressible_frames_skip_the_model():
@@ -170,7 +171,7 @@ def test_model_frame_that_loses_is_replaced_and_state_restored():
     data = os.urandom(3000) + markov(3000) + os.urandom(100) + markov(5000, seed=2)
     packed = toy_compress(data, lanes=2, frame_size=3000, strategy="model")
     methods = [f.method for f in frame_headers(io.BytesIO(packed))]
-    assert methods[0] == Method.STORED and Method.MODEL in methods
+    assert methods[0] == Method.STORED and Method.MIX in methods
     assert toy_decompress(packed) == data
 
 
@@ -227,7 +228,7 @@ def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
         payload, flags = coder.encode(raw, lanes)
         parts += [
             FrameHeader(
-                Method.MODEL, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags
+                Method.MIX, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags
             ).to_bytes()
         ]
         parts.append(payload)
@@ -247,9 +248,8 @@ def test_crlf_as_lf_applies_only_when_every_lf_follows_a_cr():
 def test_crlf_text_is_coded_as_lf_text_and_restored():
     data = text(30000, seed=3).replace(b"\n", b"\r\n")
     packed = toy_compress(data, strategy="model", frame_size=8192)
-    model_frames = [f for f in frame_headers(io.BytesIO(packed)) if f.method == Method.MODEL]
-    assert model_frames and all(f.flags & FrameFlag.CRLF_AS_LF for f in model_frames)
-    assert all(f.flags & FrameFlag.MATCH_MODEL for f in model_frames)
+    model_frames = [f for f in frame_headers(io.BytesIO(packed)) if f.method == Method.MIX]
+    assert model_frames and all(f.flags == FrameFlag.CRLF_AS_LF for f in model_frames)
     assert toy_decompress(packed) == data
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shazip.format import FormatError, FrameFlag
+from shazip.format import FormatError, FrameFlag, Method
 from shazip.infile import InFileModels
 from shazip.infile.context_counts import ContextCounts, ContextCounts2
 from shazip.intmath import LOG2_TABLE, LOG_Q, log2_q
@@ -19,6 +19,7 @@ from tests.paths import sample_text
 from tests.test_codec_toy import ToyModel
 from tests.test_match import run_tables, step_major
 
+MODEL = Method.MODEL  # (these frames are what earlier writers wrote; the decoder still reads them)
 ALL = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS
 ALL_2 = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2
 
@@ -154,15 +155,20 @@ def test_frames_with_the_first_version_flags_code_and_decode_as_before():
     data = old_flags_sample()
     model = ToyModel()
     coder = ModelFrameCoder(model, 3, "cpu", None, model.factory)
-    payload = coder.encode(data, 3, flags=flags)[0]
+    payload = coder.encode(data, 3, method=MODEL, flags=flags)[0]
     assert hashlib.sha256(payload).hexdigest() == OLD_FLAGS_PAYLOAD_SHA256
     decoder = ModelFrameCoder(model, 3, "cpu", None, model.factory)
-    assert decoder.decode(payload, len(data), 3, 1, flags) == data
+    assert decoder.decode(payload, len(data), 3, 1, flags, method=MODEL) == data
     # the same frame read as version 2 does not decode: the flag really selects the model
     other = ModelFrameCoder(model, 3, "cpu", None, model.factory)
     try:
         wrong = other.decode(
-            payload, len(data), 3, 1, int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2)
+            payload,
+            len(data),
+            3,
+            1,
+            int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2),
+            method=MODEL,
         )
     except Exception:
         wrong = None
@@ -181,10 +187,15 @@ def test_frames_with_the_second_version_code_as_specified():
     flags = int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2)
     data = old_flags_sample() + sample_text(30_000)
     model = ToyModel()
-    payload = ModelFrameCoder(model, 3, "cpu", None, model.factory).encode(data, 3, flags=flags)[0]
+    payload = ModelFrameCoder(model, 3, "cpu", None, model.factory).encode(
+        data, 3, method=MODEL, flags=flags
+    )[0]
     assert hashlib.sha256(payload).hexdigest() == COUNTS_2_PAYLOAD_SHA256
     assert (
-        ModelFrameCoder(model, 3, "cpu", None, model.factory).decode(payload, len(data), 3, 1, flags) == data
+        ModelFrameCoder(model, 3, "cpu", None, model.factory).decode(
+            payload, len(data), 3, 1, flags, method=MODEL
+        )
+        == data
     )
 
 

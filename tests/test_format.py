@@ -149,7 +149,7 @@ def test_frame_header_errors():
     unknown = bytearray(raw)
     unknown[0] = 9
     unknown[20:24] = struct.pack("<I", crc32(bytes(unknown[:20])))
-    with pytest.raises(FormatError, match="unknown method 9"):
+    with pytest.raises(FormatError, match="uses method 9, which this shazip does not know"):
         read_block(io.BytesIO(bytes(unknown)), 1)
     with pytest.raises(TruncatedError, match="frame 2"):
         read_block(io.BytesIO(bytes(raw[:7])), 2)

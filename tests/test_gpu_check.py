@@ -76,7 +76,7 @@ def test_throughput_and_training_structure(quick_run: tuple[dict, Path]) -> None
         assert row["engine_bytes_per_s"] > 0 and row["advance_bytes_per_s"] > 0
         api = row["api"]
         assert api["compress_bytes_per_s"] > 0 and api["decompress_bytes_per_s"] > 0
-        assert api["roundtrip_ok"] and api["frames"] == {"model": 1}
+        assert api["roundtrip_ok"] and api["frames"] == {"mix": 1}
     assert tp["coder"]["coder_us_per_symbol"] > 0
     assert set(tp["targets"]) == {"default", "paper"}
     tr = parts["training"]
