@@ -21,6 +21,7 @@ import hashlib
 import io
 import lzma
 import math
+import os
 import re
 import sys
 import urllib.error
@@ -184,6 +185,18 @@ class SpecReader:
 
     def __init__(self) -> None:
         self._whole: dict[Path, bytes] = {}
+
+    def prefetch(self, specs: list[Spec]) -> None:
+        """Decompress these files whole, in parallel (lzma, gzip and zstd release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = {spec.path.resolve(): spec.path for spec in specs}
+        todo = [(key, path) for key, path in paths.items() if key not in self._whole]
+        if len(todo) < 2:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            for (key, _), data in zip(todo, pool.map(lambda kp: read_bytes(kp[1]), todo), strict=True):
+                self._whole[key] = data
 
     def read(self, spec: Spec, limit: int | None = None) -> tuple[memoryview, tuple[int, int]]:
         """The spec's bytes (at most `limit`) and their [lo, hi) offsets in the file's contents."""
@@ -390,6 +403,8 @@ def load_train_valid(
     valid_specs = [parse_spec(p) for p in _as_list(valid_path)]
     test_specs = [parse_spec(p) for p in _as_list(test_paths)]
     reader = SpecReader()
+    if train_limit is None and not any(is_enwik8_path(spec.path) for spec in data_specs):
+        reader.prefetch([spec for spec in data_specs + valid_specs + test_specs if spec.path.is_file()])
     test: dict[str, np.ndarray] = {}
     train_ranges: list[tuple[Path, int, int]] = []
     if len(data_specs) == 1 and data_specs[0].whole and is_enwik8_path(data_specs[0].path):
