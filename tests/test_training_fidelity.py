@@ -20,19 +20,20 @@ def text_batch(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(data.astype(np.int64)).view(batch, length + 1)
 
 
-@pytest.mark.parametrize("fidelity", ["paper", "shazip"])
-def test_a_fresh_paper_size_model_starts_near_uniform(fidelity: str) -> None:
-    """The reference's init: a fresh model predicts ~uniformly, 8 bits/byte (the old init: 13-30)."""
+def test_a_fresh_paper_size_model_starts_near_uniform() -> None:
+    """The reference's init: a fresh model predicts ~uniformly, 8 bits/byte (PyTorch's: 14.5 here)."""
     torch.manual_seed(0)
-    model = SHARNN(CONFIGS["enwik8"], FIDELITIES[fidelity]).eval()
     x = text_batch(2, 48)
     with torch.no_grad():
-        logits, _ = model(x[:, :-1])
-    assert bits_per_byte(logits, x[:, 1:]).item() == pytest.approx(8.0, abs=0.2)
-    legacy = SHARNN(CONFIGS["enwik8"], ArchConfig())  # what checkpoints without an `arch` entry are
-    with torch.no_grad():
-        old_logits, _ = legacy.eval()(x[:, :-1])
-    assert bits_per_byte(old_logits, x[:, 1:]).item() > 9  # far from uniform: why the init changed
+        logits, _ = SHARNN(CONFIGS["enwik8"], FIDELITIES["paper"]).eval()(x[:, :-1])
+        assert bits_per_byte(logits, x[:, 1:]).item() == pytest.approx(8.0, abs=0.2)
+        # The shazip architecture with the reference's init starts there too; with PyTorch's (what the
+        # shazip fidelity keeps, as it trained better with the skip connection) it starts far off.
+        arch = dataclasses.replace(FIDELITIES["shazip"], init="reference")
+        logits, _ = SHARNN(CONFIGS["enwik8"], arch).eval()(x[:, :-1])
+        assert bits_per_byte(logits, x[:, 1:]).item() == pytest.approx(8.0, abs=0.2)
+        logits, _ = SHARNN(CONFIGS["enwik8"], FIDELITIES["shazip"]).eval()(x[:, :-1])
+        assert bits_per_byte(logits, x[:, 1:]).item() > 9
 
 
 def test_reference_init_draws_weights_as_the_reference_does() -> None:
@@ -118,4 +119,4 @@ def test_attention_spans() -> None:
 def test_the_enwik8_preset_is_the_paper_unless_asked() -> None:
     assert preset("enwik8").arch == FIDELITIES["paper"]
     assert preset("enwik8", "shazip").arch == FIDELITIES["shazip"]
-    assert preset("small").arch.lstm_skip and preset("small").arch.init == "reference"
+    assert preset("small").arch == ArchConfig()  # what the engine runs and old checkpoints hold
