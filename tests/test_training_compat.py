@@ -96,3 +96,40 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(
     # The same file through the unsafe path would have run it: the test's payload is real.
     torch.load(run / "checkpoint.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_the_command_that_started_a_run_from_weights_plus_resume_continues_it(tmp_path: Path) -> None:
+    """The shape of the default model's long CPU run: --init-from, two files, --train-bytes, --valid."""
+    from training.weights import main as weights_main
+
+    a, b, v = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "v.txt"
+    a.write_bytes(synthetic_text(40_000, 1))
+    b.write_bytes(synthetic_text(30_000, 2))
+    v.write_bytes(synthetic_text(5_000, 3))
+    first = [
+        "--config",
+        "tiny",
+        "--data",
+        str(a),
+        "--out",
+        str(tmp_path / "w0"),
+        "--quiet",
+        "--max-steps",
+        "3",
+    ]
+    assert main(first) == 0
+    assert weights_main([str(tmp_path / "w0"), "-o", str(tmp_path / "start.pt")]) == 0
+    command = ["--config", "tiny", "--init-from", str(tmp_path / "start.pt"), "--data", str(a), str(b)]
+    command += ["--train-bytes", "65000", "--valid", str(v), "--valid-bytes", "2000", "--quiet"]
+    command += ["--set", "threads=1", "--set", "dropout=0", "--set", "bptt=16", "--set", "lr=1e-3"]
+    command += ["--set", "warmup=5", "--set", "total_steps=40", "--set", "eval_steps=5"]
+    assert main(command + ["--out", str(tmp_path / "long"), "--max-steps", "12"]) == 0
+    assert main(command + ["--out", str(tmp_path / "cut"), "--max-steps", "7"]) == 0
+    assert main(command + ["--out", str(tmp_path / "cut"), "--max-steps", "12", "--resume"]) == 0
+    long, cut = (
+        load_checkpoint(tmp_path / "long" / "checkpoint.pt"),
+        load_checkpoint(tmp_path / "cut" / "checkpoint.pt"),
+    )
+    assert long["step"] == cut["step"] == 12
+    for key, tensor in long["model"].items():
+        assert torch.equal(cut["model"][key], tensor), key

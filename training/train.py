@@ -925,13 +925,14 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value, ok, what in rules:
         if value is not None and not ok(value):
             raise SettingsError(f"{flag} {value}: must be {what}")
-    if args.resume and args.init_from:
-        raise SettingsError("--resume and --init-from exclude each other (a resume keeps its own weights)")
 
 
 def settings_for(args: argparse.Namespace, checkpoint: dict | None) -> tuple[Settings, dict | None]:
     """The run's settings, from the checkpoint (--resume), the weights file (--init-from) or the preset;
-    then `--set`. Returns them and the --init-from file's contents."""
+    then `--set`. Returns them and the --init-from file's contents.
+
+    With --resume and a checkpoint, --init-from is ignored: the command that started a run from weights,
+    plus --resume, continues it."""
     initial = None
     if checkpoint is not None:
         if args.fidelity:
