@@ -223,8 +223,9 @@ def test_several_validation_sets_are_logged_apart(tmp_path: Path, capsys: pytest
     ck = load_checkpoint(run / "checkpoint.pt")
     assert ck["valid_sets"] == ["v.txt", "code.txt.xz[-8000:]"] and ck["data_specs"][1].endswith("[:-8000]")
     # The evaluation tool takes several files and ranges too, and measures the same.
-    assert evaluate_main([str(run), str(prose.with_name("v.txt")), f"{code}[-8000:]", "--bytes", "3000"]) == 0
-    assert evaluate_main([str(run / "best.pt"), f"{code}[-8000:]", "--bytes", "3000", "--json"]) == 0
+    same = ["--bytes", "3000", "--streams", "4", "--bptt", "64"]  # as the tiny preset validates
+    assert evaluate_main([str(run), str(prose.with_name("v.txt")), f"{code}[-8000:]", *same]) == 0
+    assert evaluate_main([str(run / "best.pt"), f"{code}[-8000:]", *same, "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 3 and out[0].startswith(f"{valid['sets']['v.txt']:.4f} bits per byte")
     assert json.loads(out[2])["bpb"]["code.txt.xz[-8000:]"] == pytest.approx(
