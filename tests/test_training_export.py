@@ -63,8 +63,10 @@ def test_exported_model_round_trips_through_shazip(trained_run: Path) -> None:
     assert shazip.decompress(packed, model=str(out), device="cpu") == text
 
 
-def test_export_without_a_checkpoint_fails_cleanly(tmp_path: Path) -> None:
-    assert export_main([str(tmp_path), "-o", str(tmp_path / "m.safetensors")]) == 1
+def test_export_without_a_checkpoint_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert export_main([str(tmp_path), "-o", str(tmp_path / "m.safetensors")]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint" in err
 
 
 def test_evaluate_command_reports_bits_per_byte(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
@@ -78,4 +80,4 @@ def test_evaluate_command_reports_bits_per_byte(trained_run: Path, capsys: pytes
     bpb = float(capsys.readouterr().out.split()[0])
     ck = load_checkpoint(trained_run / "run" / "checkpoint.pt")
     assert 0 < bpb < 4.0 and bpb == pytest.approx(ck["last_valid_bpb"], abs=0.3)  # same model, other slice
-    assert evaluate_main([str(trained_run / "run"), str(trained_run / "missing.txt")]) == 1
+    assert evaluate_main([str(trained_run / "run"), str(trained_run / "missing.txt")]) == 2

@@ -15,9 +15,8 @@ import datetime
 import sys
 from pathlib import Path
 
-from shazip.config import ModelConfig
-from training.checkpoints import checkpoint_path, load_checkpoint
-from training.data import DataError, enwik8_bytes, is_enwik8_path, read_bytes, split_enwik8
+from training.checkpoints import CheckpointError, checkpoint_path, load_checkpoint, model_from_checkpoint
+from training.data import DataError, enwik8_bytes, is_enwik8_path, parse_spec, read_spec, split_enwik8
 
 
 def default_texts(
@@ -25,16 +24,25 @@ def default_texts(
 ) -> tuple[bytes, bytes | None, str | None]:
     """(calibration text, evaluation text or None, evaluation source) from the files the run used."""
     files = ck.get("data_files") or []
-    valid_file = ck.get("valid_file")
+    # Byte ranges (FILE[a:b]) where the run used them; older checkpoints have whole files only.
+    data_specs = ck.get("data_specs") or files
+    valid_specs = ck.get("valid_specs") or ([ck["valid_file"]] if ck.get("valid_file") else [])
     if len(files) == 1 and is_enwik8_path(files[0]) and Path(files[0]).exists():
         train, valid, _ = split_enwik8(enwik8_bytes(files[0]))
         return train[:calibration_bytes], valid[:eval_bytes], "enwik8 validation split"
     if not files or not Path(files[0]).exists():
         raise DataError("the checkpoint's training files are not available here: pass --calibration FILE")
-    calibration = read_bytes(files[0], calibration_bytes)
-    if valid_file and Path(valid_file).exists():
-        return calibration, read_bytes(valid_file, eval_bytes), Path(valid_file).name
+    calibration = read_spec(data_specs[0], calibration_bytes)
+    if valid_specs and parse_spec(valid_specs[0]).path.exists():
+        return calibration, read_spec(valid_specs[0], eval_bytes), parse_spec(valid_specs[0]).name
     return calibration, None, None
+
+
+def valid_name(ck: dict) -> str | None:
+    """The run's main validation set as the card names it (a file name, with its byte range if any)."""
+    if ck.get("valid_specs"):
+        return parse_spec(ck["valid_specs"][0]).name
+    return Path(ck["valid_file"]).name if ck.get("valid_file") else None
 
 
 def export_checkpoint(
@@ -50,15 +58,11 @@ def export_checkpoint(
 ):  # noqa: ANN201 - returns shazip.modelfile.ModelFile
     import torch  # noqa: F401 - imported for its side effects before the model
 
-    from training.model import SHARNN
     from training.quantise import export_model
 
     path = checkpoint_path(source)
     ck = load_checkpoint(path)
-    cfg = ModelConfig.from_dict(ck["config"])
-    model = SHARNN(cfg)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = model_from_checkpoint(ck)
 
     calibration, eval_data, eval_source = (None, None, None)
     if calibration_file is None or eval_file is None:
@@ -68,9 +72,9 @@ def export_checkpoint(
             if calibration_file is None:
                 raise
     if calibration_file is not None:
-        calibration = read_bytes(calibration_file, calibration_bytes)
+        calibration = read_spec(calibration_file, calibration_bytes)
     if eval_file is not None:
-        eval_data, eval_source = read_bytes(eval_file, eval_bytes), Path(eval_file).name
+        eval_data, eval_source = read_spec(eval_file, eval_bytes), parse_spec(eval_file).name
     if eval_bytes == 0:
         eval_data, eval_source = None, None
 
@@ -87,7 +91,7 @@ def export_checkpoint(
         ),
         "parameters": model.num_parameters(),
         "valid_bpb_float": ck.get("last_valid_bpb"),
-        "valid_file": Path(ck["valid_file"]).name if ck.get("valid_file") else None,
+        "valid_file": valid_name(ck),
         "train_config": {
             k: train_cfg.get(k) for k in ("lr", "batch", "bptt", "schedule", "warmup") if k in train_cfg
         },
@@ -134,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             eval_bytes=args.eval_bytes,
             eval_lanes=args.eval_lanes,
         )
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     card = mf.card
     print(
         f"wrote {args.output}: model {mf.name} id {mf.model_id_hex[:16]}, {card['parameters']:,d} parameters"

@@ -146,6 +146,12 @@ def _table(fn, lo: int, hi: int, in_scale: float, out_scale: float) -> np.ndarra
 def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     """The engine's integer tensors and scalar parameters for `model`."""
     model = copy.deepcopy(model).float().cpu().eval()
+    if not model.arch.lstm_skip:
+        # The engine adds each block's normalised input to its LSTM's output (shazip/engine.py).
+        raise ValueError(
+            "this model has no skip connection around its LSTMs (fidelity paper, lstm_skip=false);"
+            " the shazip engine runs only models with one"
+        )
     cfg = model.cfg
     d = cfg.d_model
     cal = calibrate(model, calibration)
@@ -257,7 +263,8 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
         wup, sup = quantise_rows(blk.boom.up.weight)
         t[p + "wup"] = wup
         put_requant(p + "u", sup * xff_scale / u_scale, blk.boom.up.bias.double().numpy() / u_scale)
-        t[p + "gelu_lut"] = _table(F.gelu, -E.GELU_RANGE, E.GELU_RANGE + 1, u_scale, u_scale).astype(np.int32)
+        gelu = blk.boom.activation  # the model's GELU: exact, or the reference's sigmoid approximation
+        t[p + "gelu_lut"] = _table(gelu, -E.GELU_RANGE, E.GELU_RANGE + 1, u_scale, u_scale).astype(np.int32)
         put_requant(p + "boom", u_scale / out_scale, per_channel=False)
         prev_out_scale = out_scale
     # --- output: int8 final state, tied embedding GEMM, logits in Q10 nats ---

@@ -17,19 +17,25 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoints import checkpoint_path, load_checkpoint
+from training.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 
-# Everything but the optimiser, carried stream state and RNG: what the model card and a new run need.
+# Everything but the optimiser, carried stream state and RNG: what the model card and a new run need
+# (training.train.MODEL_KEYS, spelled out here so that this tool does not import the trainer).
 KEPT = (
     "config",
+    "arch",
     "train_config",
     "step",
     "bytes_seen",
     "data",
     "data_files",
+    "data_specs",
     "data_position",
     "valid_file",
+    "valid_specs",
+    "valid_sets",
     "best_valid_bpb",
+    "best_step",
     "last_valid_bpb",
     "train_seconds",
 )
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         checkpoint = load_checkpoint(checkpoint_path(args.source))
-    except FileNotFoundError as e:
+    except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tmp = args.output.with_name(args.output.name + ".tmp")
