@@ -3,10 +3,12 @@ prediction as its strongest input (docs/format.md, "Mixing frames", defines ever
 
 Each byte is coded as 8 binary decisions, most significant bit first. For each decision:
 
-- 13 **context models** (orders 1, 2, 3, 4, 6, 8; the current word; the last two words; the byte above in
+- 15 **context models** (orders 1, 2, 3, 4, 6, 8; the current word; the last two words; the byte above in
   the previous line with the column; that byte with the last byte; two sparse contexts; the word with the
-  last byte) each map their context's bit history (a state of `tables.NEXT_STATE`, kept in a hashed
-  table of 16-byte slots, one per context and half byte) to a probability through an adaptive state map;
+  last byte; the bytes one and two records back, for data of fixed-length records, and the byte one record
+  back with the last byte) each map their context's bit history (a state of `tables.NEXT_STATE`, kept in
+  a hashed table of 16-byte slots, one per context and half byte) to a probability through an adaptive
+  state map;
   each also predicts the whole next byte from its last byte and run count in that context (a "run");
 - a **match model** follows the last earlier occurrence of the lane's last 5 bytes and predicts the byte
   that came next;
@@ -41,8 +43,9 @@ from shazip.mixing.tables import NEXT_STATE, RECIPROCAL, SQUASH, ST_MAX, STATE_C
 # Context kinds, in the order their inputs reach the mixers.
 ORDER_1, ORDER_2, ORDER_3, ORDER_4, ORDER_6, ORDER_8 = 1, 2, 3, 4, 6, 8
 WORD, WORD_PAIR, COLUMN, ABOVE_LAST, SPARSE_2, SPARSE_3, WORD_LAST = 20, 21, 25, 26, 23, 24, 27
+RECORD, RECORD_LAST = 28, 29
 CONTEXTS = (ORDER_1, ORDER_2, ORDER_3, ORDER_4, ORDER_6, ORDER_8, WORD, WORD_PAIR, COLUMN, ABOVE_LAST)
-CONTEXTS += (SPARSE_2, SPARSE_3, WORD_LAST)
+CONTEXTS += (SPARSE_2, SPARSE_3, WORD_LAST, RECORD, RECORD_LAST)
 N_CONTEXTS = len(CONTEXTS)
 N_INPUTS = 3 * N_CONTEXTS + 5  # per context: state, state-APM on the network, run; match, network x3, bias
 I_RUN = 2 * N_CONTEXTS
@@ -85,7 +88,10 @@ class MixState(NamedTuple):
     final_weights: np.ndarray  # int64 [FINAL_SETS, 3]
     apms: np.ndarray  # int32 [4 * 2^a * 33]: network by order 1, network by order 2, output by order 1, 2
     history: np.ndarray  # uint64 [lanes, 3]: last 8 bytes, current word hash, previous word hash
-    lane_vars: np.ndarray  # int64 [lanes, 4]: line start, previous line start, match position, match length
+    lane_vars: np.ndarray  # int64 [lanes, 6]: line start, previous line start, match position, match length,
+    # record length, its confidence
+    record_last: np.ndarray  # int64 [lanes, 512]: per byte value its last position + 1, then the distance
+    # between its last two occurrences
     hashes: np.ndarray  # uint64 [lanes, contexts]: this byte's context hashes
     runs_seen: np.ndarray  # int64 [lanes, contexts, 2]: this byte's run byte (-1: none) and count
 
@@ -107,7 +113,7 @@ def new_state(lanes: int, raw_size: int) -> tuple:
     weights = np.zeros((sum(SETS), N_INPUTS), dtype=np.int64)
     weights[:, I_NET] = NET_WEIGHT
     final = np.full((FINAL_SETS, 3), 21845, dtype=np.int64)
-    lane_vars = np.zeros((lanes, 4), dtype=np.int64)
+    lane_vars = np.zeros((lanes, 6), dtype=np.int64)
     lane_vars[:, 1] = -1
     lane_vars[:, 2] = -1
     return tuple(
@@ -124,6 +130,7 @@ def new_state(lanes: int, raw_size: int) -> tuple:
             apms=np.tile(apm_row, 4 << a),
             history=np.zeros((lanes, 3), dtype=np.uint64),
             lane_vars=lane_vars,
+            record_last=np.zeros((lanes, 512), dtype=np.int64),
             hashes=np.zeros((lanes, n), dtype=np.uint64),
             runs_seen=np.zeros((lanes, n, 2), dtype=np.int64),
         )
@@ -172,12 +179,13 @@ def _map_update(table, i: int, bit: int, limit: int) -> None:  # noqa: ANN001
 
 
 @njit(**_opts)
-def _apm(table, ctx: int, st: int) -> tuple:  # noqa: ANN001
-    """(p, index of the entry to update): the two nearest of 33 entries around log-odds st, interpolated."""
+def _apm(table, base: int, ctx: int, st: int) -> tuple:  # noqa: ANN001
+    """(p, index of the entry to update) of the APM at table[base:] for context ctx: the two nearest of 33
+    entries around log-odds st, interpolated."""
     pos = (_clamp_st(st) + 2048) * (APM_BINS - 1)
     lo = pos >> 12
     w = pos & 4095
-    at = ctx * APM_BINS + lo
+    at = base + ctx * APM_BINS + lo
     p = (np.int64(table[at]) * (4096 - w) + np.int64(table[at + 1]) * w) >> 16
     return (1 if p < 1 else (65535 if p > 65535 else p)), at + (1 if w >= 2048 else 0)
 
@@ -216,9 +224,10 @@ def _lane_length(lane: int, run: int, full: int, rest: int) -> int:
 
 
 @njit(**_opts)
-def _context_value(kind: int, h, word, pword, above):  # noqa: ANN001, ANN202
-    """The value hashed for context kind `kind` (uint64) from the last 8 bytes h, the word hashes and the
-    byte above (+1, 0 when none) with the column in bits 16.."""
+def _context_value(kind: int, h, word, pword, above, record):  # noqa: ANN001, ANN202
+    """The value hashed for context kind `kind` (uint64) from the last 8 bytes h, the word hashes, the
+    byte above (+1, 0 when none) with the column in bits 16.., and the bytes one and two records back
+    (+1 each, 9 bits apart) with the record length in bits 18.. (0 when no record length is known)."""
     if kind <= 8:
         if kind == 8:
             return h
@@ -235,6 +244,10 @@ def _context_value(kind: int, h, word, pword, above):  # noqa: ANN001, ANN202
         return (h >> np.uint64(8)) & np.uint64(0xFFFF)
     if kind == SPARSE_3:
         return (h >> np.uint64(16)) & np.uint64(0xFFFF)
+    if kind == RECORD:
+        return record
+    if kind == RECORD_LAST:
+        return (record & ~np.uint64(0x3FE00)) | ((h & np.uint64(0xFF)) << np.uint64(9))
     return word + (h & np.uint64(0xFF)) * np.uint64(0x1000193)  # WORD_LAST
 
 
@@ -242,17 +255,15 @@ def _context_value(kind: int, h, word, pword, above):  # noqa: ANN001, ANN202
 
 
 @njit(**_opts)
-def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decoding, coder, buf):  # noqa: ANN001, ANN201
+def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decoding, coder, buf, scratch):  # noqa: ANN001, ANN201, E501
     """Code byte t of `lane` (known in grid when encoding; decoded into grid when decoding) and learn it.
-    table: the lane's network table (int32 [256], every entry >= 1) when `network`. Returns the byte, -1
-    when the decoder ran out of payload, -2 when the encoder's buffer is full."""
+    table: the lane's network table (int32 [256], every entry >= 1) when `network`; scratch: _scratch().
+    Returns the byte, -1 when the decoder ran out of payload, -2 when the encoder's buffer is full."""
     s = MixState(*s)
+    slot, cum, x, state, order_at, run_at, used, run_bits = scratch
     lanes = grid.shape[1]
     n_ctx = kinds.shape[0]
     mask = s.slots.shape[1] - 1
-    run_bits = np.int64(0)
-    while (1 << run_bits) < s.runs.shape[1]:
-        run_bits += 1
     apm_mask = (s.apms.shape[0] // (4 * APM_BINS)) - 1
     apm_size = (apm_mask + 1) * APM_BINS
     h = s.history[lane, 0]
@@ -265,9 +276,14 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
     if line1 >= 0 and col < line0 - line1:
         above = np.uint64(grid[line1 + col, lane]) + np.uint64(1)
         above |= np.uint64(min(col, 255)) << np.uint64(16)
-    slot = np.empty(n_ctx, dtype=np.int64)
+    record = np.uint64(0)
+    rlen = s.lane_vars[lane, 4]
+    if rlen > 0 and t >= 2 * rlen:
+        record = np.uint64(grid[t - rlen, lane]) + np.uint64(1)
+        record |= (np.uint64(grid[t - 2 * rlen, lane]) + np.uint64(1)) << np.uint64(9)
+        record |= np.uint64(rlen) << np.uint64(18)
     for o in range(n_ctx):
-        hv = _hash(_context_value(kinds[o], h, word, pword, above), kinds[o])
+        hv = _hash(_context_value(kinds[o], h, word, pword, above, record), kinds[o])
         s.hashes[lane, o] = hv
         slot[o] = _find_slot(s.slots[o], hv, mask)
         entry = s.runs[o, np.int64(hv >> np.uint64(64 - run_bits))]
@@ -289,14 +305,9 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
     c1 = np.int64(h & np.uint64(0xFF))
     c2 = np.int64((h >> np.uint64(8)) & np.uint64(0xFF))
     # the network's cumulative table: sums over byte ranges give each bit's probability
-    cum = np.zeros(257, dtype=np.int64)
     if network:
         for v in range(256):
             cum[v + 1] = cum[v] + table[v]
-    x = np.zeros(N_INPUTS, dtype=np.int64)
-    state = np.empty(n_ctx, dtype=np.int64)
-    order_at = np.empty(n_ctx, dtype=np.int64)
-    run_at = np.empty(n_ctx, dtype=np.int64)
     byte = np.int64(grid[t, lane]) if not decoding else np.int64(0)
     c0 = np.int64(1)
     for j in range(8):
@@ -310,13 +321,13 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
             st_net = _clamp_st((log2_q(ones, LOG2_TABLE) - log2_q(zeros, LOG2_TABLE)) >> 5)
         seen = 0
         for o in range(n_ctx):
-            st = np.int64(s.slots[o][slot[o], 1 + node])
+            st = np.int64(s.slots[o, slot[o], 1 + node])
             state[o] = st
             x[2 * o] = STRETCH[_map_p(s.maps[o, j * 256 + st])]
             order_at[o] = -1
             x[2 * o + 1] = 0
             if network:
-                p, order_at[o] = _apm(s.order_apm, (o * 8 + j) * 256 + st, st_net)
+                p, order_at[o] = _apm(s.order_apm, 0, (o * 8 + j) * 256 + st, st_net)
                 x[2 * o + 1] = STRETCH[p]
             if st != 0 and kinds[o] <= 8:
                 seen = o + 1
@@ -336,8 +347,8 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         ctx2 = np.int64(_hash(np.uint64(c1 | (c2 << 8)), c0) >> np.uint64(40)) & apm_mask
         ctx1 &= apm_mask
         x[I_NET] = st_net
-        pn1, an1 = _apm(s.apms[0:apm_size], ctx1, st_net)
-        pn2, an2 = _apm(s.apms[apm_size : 2 * apm_size], ctx2, st_net)
+        pn1, an1 = _apm(s.apms, 0, ctx1, st_net)
+        pn2, an2 = _apm(s.apms, apm_size, ctx2, st_net)
         x[I_NET_APM1] = STRETCH[pn1] if network else 0
         x[I_NET_APM2] = STRETCH[pn2] if network else 0
         x[I_BIAS] = 256
@@ -351,10 +362,14 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         d0 = np.int64(0)
         d1 = np.int64(0)
         d2 = np.int64(0)
+        n_used = 0  # (inputs at 0 add nothing and learn nothing: only the others are visited)
         for i in range(N_INPUTS):
-            d0 += s.weights[set0, i] * x[i]
-            d1 += s.weights[set1, i] * x[i]
-            d2 += s.weights[set2, i] * x[i]
+            if x[i] != 0:
+                used[n_used] = i
+                n_used += 1
+                d0 += s.weights[set0, i] * x[i]
+                d1 += s.weights[set1, i] * x[i]
+                d2 += s.weights[set2, i] * x[i]
         d0 = _clamp_st(d0 >> 16)
         d1 = _clamp_st(d1 >> 16)
         d2 = _clamp_st(d2 >> 16)
@@ -362,8 +377,8 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         fw = s.final_weights
         d = _clamp_st((fw[fset, 0] * d0 + fw[fset, 1] * d1 + fw[fset, 2] * d2) >> 16)
         p_mix = _squash(d)
-        q1, aq1 = _apm(s.apms[2 * apm_size : 3 * apm_size], ctx1, d)
-        q2, aq2 = _apm(s.apms[3 * apm_size :], ctx2, d)
+        q1, aq1 = _apm(s.apms, 2 * apm_size, ctx1, d)
+        q2, aq2 = _apm(s.apms, 3 * apm_size, ctx2, d)
         p = (2 * p_mix + q1 + q2) >> 2
         p = 1 if p < 1 else (65535 if p > 65535 else p)
         if decoding:
@@ -382,20 +397,21 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         e0 = ((bit << 16) - _squash(d0)) * MIXER_RATE
         e1 = ((bit << 16) - _squash(d1)) * MIXER_RATE
         e2 = ((bit << 16) - _squash(d2)) * MIXER_RATE
-        for i in range(N_INPUTS):
+        for k in range(n_used):
+            i = used[k]
             s.weights[set0, i] += (x[i] * e0 + 131072) >> 18
             s.weights[set1, i] += (x[i] * e1 + 131072) >> 18
             s.weights[set2, i] += (x[i] * e2 + 131072) >> 18
         if network:
-            _apm_update(s.apms[0:apm_size], an1, bit, APM_RATE)
-            _apm_update(s.apms[apm_size : 2 * apm_size], an2, bit, APM_RATE)
-        _apm_update(s.apms[2 * apm_size : 3 * apm_size], aq1, bit, APM_RATE)
-        _apm_update(s.apms[3 * apm_size :], aq2, bit, APM_RATE)
+            _apm_update(s.apms, an1, bit, APM_RATE)
+            _apm_update(s.apms, an2, bit, APM_RATE)
+        _apm_update(s.apms, aq1, bit, APM_RATE)
+        _apm_update(s.apms, aq2, bit, APM_RATE)
         for o in range(n_ctx):
             if order_at[o] >= 0:
                 _apm_update(s.order_apm, order_at[o], bit, ORDER_APM_RATE)
             _map_update(s.maps[o], j * 256 + state[o], bit, MAP_LIMIT)
-            s.slots[o][slot[o], 1 + node] = NEXT_STATE[state[o], bit]
+            s.slots[o, slot[o], 1 + node] = NEXT_STATE[state[o], bit]
             if run_at[o] >= 0:
                 _map_update(s.run_maps[o], run_at[o], bit, MAP_LIMIT)
         if match_at >= 0:
@@ -439,6 +455,20 @@ def _end_byte(s, kinds, grid, t, lane, byte, expected, run_bits) -> None:  # noq
     if byte == 10:
         s.lane_vars[lane, 1] = s.lane_vars[lane, 0]
         s.lane_vars[lane, 0] = t + 1
+    # The record length: a distance at which a byte value repeats twice in a row is a vote for it.
+    last = s.record_last[lane, byte]
+    if last > 0:
+        distance = t + 1 - last
+        if distance == s.record_last[lane, 256 + byte] and distance >= 8:
+            if distance == s.lane_vars[lane, 4]:
+                s.lane_vars[lane, 5] = min(s.lane_vars[lane, 5] + 1, 15)
+            elif s.lane_vars[lane, 5] == 0:
+                s.lane_vars[lane, 4] = distance
+                s.lane_vars[lane, 5] = 1
+            else:
+                s.lane_vars[lane, 5] -= 1
+        s.record_last[lane, 256 + byte] = distance
+    s.record_last[lane, byte] = t + 1
     if t + 1 >= MIN_MATCH:
         bits = np.int64(0)
         while (1 << bits) < s.match_table.shape[0]:
@@ -463,11 +493,33 @@ def _end_byte(s, kinds, grid, t, lane, byte, expected, run_bits) -> None:  # noq
 
 
 @njit(**_opts)
+def _scratch(n_ctx, runs):  # noqa: ANN001, ANN202
+    """Work arrays of _code_byte, made once per call: slots, network sums, inputs, states, APM and run
+    entries, the inputs in use, and log2 of the run tables' size."""
+    run_bits = np.int64(0)
+    while (1 << run_bits) < runs.shape[1]:
+        run_bits += 1
+    return (
+        np.zeros(n_ctx, dtype=np.int64),
+        np.zeros(257, dtype=np.int64),
+        np.zeros(N_INPUTS, dtype=np.int64),
+        np.zeros(n_ctx, dtype=np.int64),
+        np.zeros(n_ctx, dtype=np.int64),
+        np.zeros(n_ctx, dtype=np.int64),
+        np.zeros(N_INPUTS, dtype=np.int64),
+        run_bits,
+    )
+
+
+@njit(**_opts)
 def code_step(s, kinds, grid, t, active, run, full, rest, tables, network, decoding, coder, buf) -> int:  # noqa: ANN001
     """Step t of a frame laid out in grid ([run, lanes]): lanes 0..active-1 in order, each with its
     network table tables[lane] when `network`. Returns 0, or the first negative code of _code_byte."""
+    scratch = _scratch(kinds.shape[0], s[3])
     for lane in range(active):
-        r = _code_byte(s, kinds, grid, t, lane, run, full, rest, tables[lane], network, decoding, coder, buf)
+        r = _code_byte(
+            s, kinds, grid, t, lane, run, full, rest, tables[lane], network, decoding, coder, buf, scratch
+        )
         if r < 0:
             return r
     return 0
@@ -478,8 +530,9 @@ def code_frame(s, kinds, grid, decoding, coder, buf) -> int:  # noqa: ANN001
     """A whole one-lane frame without the network (grid [n, 1]). Returns 0 or a negative code."""
     n = grid.shape[0]
     none = np.ones(256, dtype=np.int32)
+    scratch = _scratch(kinds.shape[0], s[3])
     for t in range(n):
-        r = _code_byte(s, kinds, grid, t, 0, n, 1, 0, none, False, decoding, coder, buf)
+        r = _code_byte(s, kinds, grid, t, 0, n, 1, 0, none, False, decoding, coder, buf, scratch)
         if r < 0:
             return r
     return 0
