@@ -40,7 +40,7 @@ from shazip.runtime import load_model, resolve_device
 
 DEFAULT_FRAME_SIZE = 1 << 20  # 1 MiB of input per frame on CPU
 GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
-MIN_LANE_BYTES = 16 << 10  # a lane gets at least this much of a frame (long context per lane)
+MIN_LANE_BYTES = 64 << 10  # a lane gets at least this much of a frame (long context per lane)
 MAX_LANES_CPU = 64
 MAX_LANES_GPU = 256
 ZSTD_LEVEL = 3  # zstd frames when the model is not tried, and the cheap test
@@ -52,6 +52,9 @@ ZSTD_STRONG_LEVEL = 19
 # overhead makes it a poor judge there, and the model costs little on them.
 INCOMPRESSIBLE_SAVING = 0.03
 CHEAP_TEST_MIN_BYTES = 4096
+# A CM frame under this many bits per byte (logs, tables, markup, records) leaves the network little to
+# add: the encoder then does not spend the network's time on a MIX frame.
+MIX_AFTER_CM_BITS_PER_BYTE = 1.0
 
 NO_MODEL_ID = bytes(32)  # header model id of files written without the network ("zstd", "cm" strategies)
 
@@ -243,7 +246,7 @@ class StreamEncoder:
         cm = None if self.strategy == "model" else encode_cm(raw, limit=len(best[1]))
         if cm is not None:
             best = FrameHeader(Method.CM, n, len(cm), raw_crc, coded_crc32=crc32(cm)), cm
-        if self.coder is None:
+        if self.coder is None or (cm is not None and 8 * len(cm) < MIX_AFTER_CM_BITS_PER_BYTE * n):
             return best
         assert self.header is not None
         lanes = self.header.lanes

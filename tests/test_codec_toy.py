@@ -119,8 +119,9 @@ def test_choose_lanes_small_inputs_get_few_lanes():
     assert choose_lanes(0, 64) == 1
     assert choose_lanes(100, 64) == 1
     assert choose_lanes(5 * MIN_LANE_BYTES + 3, 64) == 5
-    assert choose_lanes(1 << 20, 64) == 64
-    assert choose_lanes(4 << 20, 256) == 256
+    assert choose_lanes(1 << 20, 64) == (1 << 20) // MIN_LANE_BYTES
+    assert choose_lanes(64 * MIN_LANE_BYTES, 64) == 64
+    assert choose_lanes(1 << 30, 256) == 256
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 5, 64])

@@ -43,7 +43,8 @@ class MixingCoder:
             self.buf = np.frombuffer(payload, dtype=np.uint8).copy()  # (one array type for both directions)
             self.coder = coder.new_decoder(self.buf)
         else:
-            capacity = raw_size + 8 if limit is None else max(0, limit - 1)
+            # (without a limit: room for data the model cannot predict, which costs it a little over 8 bits)
+            capacity = raw_size + raw_size // 64 + 64 if limit is None else max(0, limit - 1)
             self.coder, self.buf = coder.new_encoder(capacity)
         self._finish = coder.finish_encoder
 
