@@ -16,7 +16,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = {"compress", "decompress", "open", "frame_parameters", "info", "ShazipReader", "ShazipWriter"}
+_API = {
+    *("compress", "decompress", "open", "frame_parameters", "info"),
+    *("Compressor", "Decompressor", "ShazipReader", "ShazipWriter"),
+}
 _FORMAT = {
     "ShazipError",
     "FormatError",

@@ -1,13 +1,16 @@
 """The public Python API, in the shape of python-zstandard.
 
-    shazip.compress(data) -> bytes            shazip.decompress(data) -> bytes
+    shazip.compress(data, level=6) -> bytes   shazip.decompress(data) -> bytes
+    c = shazip.Compressor(level=6)            d = shazip.Decompressor()      (the model loaded once, reused)
+    c.compress(data); c.stream_writer(f)      d.decompress(data); d.stream_reader(f)
     shazip.open(path_or_file, "wb") / "rb"    streaming writer / reader objects (also "wt"/"rt")
-    shazip.frame_parameters(source)           the stream header (model, lanes, frame size), no decoding
-    shazip.info(source)                       header, every frame header and the footer, no decoding
+    shazip.frame_parameters(source)           the stream header (model, level, lanes, frame size)
+    shazip.info(source)                       header, frames and footer, checked, without decoding
 
 `model` everywhere: None (the embedded default model), a path to a model file, or a loaded ModelFile.
-`device`: "auto" (a GPU if torch sees one), "cpu", "cuda", "cuda:N". `threads`: torch's CPU thread count
-(process-wide, as torch.set_num_threads). Files decode on any device and with any thread count.
+`device`: "auto" (a GPU if one is there), "cpu", "cuda", "cuda:N". `threads`: CPU threads for the model
+(None or 0: all). Files decode on any device and with any thread count. Several .shz streams one after
+another decode as the concatenation of their contents (as `cat a.zst b.zst | zstd -d` does).
 """
 
 from __future__ import annotations
@@ -17,30 +20,127 @@ import os
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from shazip import levels, runtime
 from shazip.format import StreamHeader, StreamInfo, read_header, scan
 from shazip.stream import ProgressCallback, StreamDecoder, StreamEncoder
 
 Source = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
 
 
+class _Runtime:
+    """The model (loaded once) and engines (made once per device) that a Compressor or Decompressor
+    reuses for every input."""
+
+    def __init__(self, model: Any, device: str | None, threads: int | None) -> None:
+        self.model_arg = model
+        self.device = device
+        self.threads = runtime.resolve_threads(threads)
+        self._engines: dict[str, Any] = {}
+
+    def engine_factory(self, model: Any, device: str, threads: int | None) -> Any:
+        key = f"{device}/{threads}/{model.model_id.hex()}"
+        if key not in self._engines:
+            self._engines[key] = runtime.default_engine_factory(model, device, threads)
+        return self._engines[key]
+
+
+class Compressor:
+    """Compresses many inputs with one level and model: the model file is read and its engine built once.
+
+    Options: level (1..9), model, device, threads; for tests and measurements also lanes, frame_size and
+    strategy (see `shazip.stream.StreamEncoder`)."""
+
+    def __init__(
+        self,
+        level: int = levels.DEFAULT_LEVEL,
+        model: Any = None,
+        *,
+        device: str | None = "auto",
+        threads: int | None = None,
+        lanes: int | None = None,
+        frame_size: int | None = None,
+        strategy: str = "auto",
+    ) -> None:
+        levels.level(level)  # (checked here, at construction)
+        self._runtime = _Runtime(model, device, threads)
+        self._options = {"level": level, "lanes": lanes, "frame_size": frame_size, "strategy": strategy}
+        uses_network = strategy == "model" or (strategy == "auto" and levels.level(level).uses_network)
+        self._model = runtime.load_model(model) if uses_network else None
+
+    def _encoder(self, out: BinaryIO, progress: ProgressCallback | None = None) -> StreamEncoder:
+        rt = self._runtime
+        return StreamEncoder(
+            out, self._model, device=rt.device, threads=rt.threads, progress=progress,
+            engine_factory=rt.engine_factory, **self._options,
+        )  # fmt: skip
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        """`data` as one complete .shz stream."""
+        out = io.BytesIO()
+        encoder = self._encoder(out)
+        encoder.write(data)
+        encoder.finish()
+        return out.getvalue()
+
+    def stream_writer(
+        self, fileobj: BinaryIO, *, closefd: bool = False, progress: ProgressCallback | None = None
+    ) -> ShazipWriter:
+        """A writable binary stream compressing into fileobj; closing it writes the footer."""
+        return ShazipWriter(fileobj, closefd=closefd, encoder=self._encoder(fileobj, progress))
+
+
+class Decompressor:
+    """Decompresses many inputs with one model: the model file is read and its engine built once."""
+
+    def __init__(self, model: Any = None, *, device: str | None = "auto", threads: int | None = None) -> None:
+        self._runtime = _Runtime(model, device, threads)
+
+    def _decoder(self, src: BinaryIO, progress: ProgressCallback | None = None) -> StreamDecoder:
+        rt = self._runtime
+        return StreamDecoder(
+            src, rt.model_arg, device=rt.device, threads=rt.threads, progress=progress,
+            engine_factory=rt.engine_factory,
+        )  # fmt: skip
+
+    def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The contents of one or more complete .shz streams; raises a ShazipError subclass on any
+        problem."""
+        return b"".join(self._decoder(io.BytesIO(bytes(data))).frames())
+
+    def stream_reader(
+        self, fileobj: BinaryIO, *, closefd: bool = False, progress: ProgressCallback | None = None
+    ) -> ShazipReader:
+        """A readable binary stream decompressing fileobj frame by frame, verifying as it goes."""
+        return ShazipReader(fileobj, closefd=closefd, decoder=self._decoder(fileobj, progress))
+
+
+_default: dict[tuple, Any] = {}
+
+
+def _cached(kind: type, key: tuple, **options: Any) -> Any:
+    """One Compressor/Decompressor per setting for the module-level functions (the default model and its
+    engine are then built once per process)."""
+    if (kind, key) not in _default:
+        if len(_default) > 8:
+            _default.clear()
+        _default[(kind, key)] = kind(**options)
+    return _default[(kind, key)]
+
+
 def compress(
     data: bytes | bytearray | memoryview,
     model: Any = None,
     *,
-    strategy: str = "auto",
-    lanes: int | None = None,
-    frame_size: int | None = None,
+    level: int = levels.DEFAULT_LEVEL,
     device: str | None = "auto",
     threads: int | None = None,
+    **options: Any,
 ) -> bytes:
-    """Compress `data` into a complete .shz stream."""
-    out = io.BytesIO()
-    encoder = StreamEncoder(
-        out, model, strategy=strategy, lanes=lanes, frame_size=frame_size, device=device, threads=threads
-    )
-    encoder.write(data)
-    encoder.finish()
-    return out.getvalue()
+    """Compress `data` into a complete .shz stream (options: lanes, frame_size, strategy)."""
+    if model is None and not options:
+        key = (level, device, threads)
+        return _cached(Compressor, key, level=level, device=device, threads=threads).compress(data)
+    return Compressor(level, model, device=device, threads=threads, **options).compress(data)
 
 
 def decompress(
@@ -50,21 +150,28 @@ def decompress(
     device: str | None = "auto",
     threads: int | None = None,
 ) -> bytes:
-    """Decompress a complete .shz stream; raises a ShazipError subclass on any problem."""
-    decoder = StreamDecoder(io.BytesIO(bytes(data)), model, device=device, threads=threads)
-    return b"".join(decoder.frames())
+    """Decompress one or more complete .shz streams; raises a ShazipError subclass on any problem."""
+    if model is None:
+        return _cached(Decompressor, (device, threads), device=device, threads=threads).decompress(data)
+    return Decompressor(model, device=device, threads=threads).decompress(data)
 
 
 class ShazipWriter(io.BufferedIOBase):
     """A writable binary stream that compresses into `fileobj`. `close()` writes the footer."""
 
     def __init__(
-        self, fileobj: BinaryIO, model: Any = None, *, closefd: bool = False, **options: Any
+        self,
+        fileobj: BinaryIO,
+        model: Any = None,
+        *,
+        closefd: bool = False,
+        encoder: StreamEncoder | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self._fileobj = fileobj
         self._closefd = closefd
-        self._encoder = StreamEncoder(fileobj, model, **options)
+        self._encoder = encoder or StreamEncoder(fileobj, model, **options)
 
     def writable(self) -> bool:
         return True
@@ -107,12 +214,18 @@ class ShazipReader(io.BufferedIOBase):
     """A readable binary stream that decompresses `fileobj`, frame by frame, verifying as it goes."""
 
     def __init__(
-        self, fileobj: BinaryIO, model: Any = None, *, closefd: bool = False, **options: Any
+        self,
+        fileobj: BinaryIO,
+        model: Any = None,
+        *,
+        closefd: bool = False,
+        decoder: StreamDecoder | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self._fileobj = fileobj
         self._closefd = closefd
-        self._decoder = StreamDecoder(fileobj, model, **options)
+        self._decoder = decoder or StreamDecoder(fileobj, model, **options)
         self._frames = self._decoder.frames()
         self._buffer = memoryview(b"")
         self._eof = False
@@ -192,8 +305,8 @@ def open(  # noqa: A001 - the python-zstandard / gzip spelling
     """Open a .shz file (a path or a binary file object) for streaming reading or writing.
 
     mode: "rb"/"r" (read), "wb"/"w" (write), "xb"/"x" (write, the file must not exist), with "t" for a text
-    wrapper. Options for writing: those of `compress` (strategy, lanes, frame_size, device, threads,
-    progress); for reading: device, threads, progress. Closing a writer writes the footer."""
+    wrapper. Options for writing: those of `compress` (level, device, threads, lanes, frame_size,
+    strategy, progress); for reading: device, threads, progress. Closing a writer writes the footer."""
     text = "t" in mode
     base = mode.replace("t", "").replace("b", "")
     if base not in ("r", "w", "x") or ("t" in mode and "b" in mode):
@@ -246,6 +359,8 @@ def info(source: Source) -> StreamInfo:
 
 
 __all__ = [
+    "Compressor",
+    "Decompressor",
     "ProgressCallback",
     "ShazipReader",
     "ShazipWriter",

@@ -28,6 +28,7 @@ TRAILING_MAGIC = b"\x89ZHS\n\x1a\n\r"  # the last 8 bytes of every complete .shz
 FORMAT_VERSION = 1
 
 MAX_LANES = 8192
+LZMA_DICT_SIZE = 8 << 20  # the dictionary of LZMA frames (writer and reader)
 MAX_FRAME_SIZE = 64 * 1024 * 1024  # raw bytes per frame; also bounds every allocation a reader makes
 MAX_FRAMES = 2**32 - 1
 MAX_NAME_BYTES = 255
@@ -52,6 +53,8 @@ class Method(IntEnum):
     MODEL = 3  # payload = range-coder words (uint32 LE) driven by the model, `lanes` lanes
     MIX = 4  # payload = binary arithmetic code of the mixing model over the network, `lanes` lanes
     CM = 5  # payload = binary arithmetic code of the mixing model alone, one sequence
+    BZIP2 = 6  # payload = one bzip2 stream
+    LZMA = 7  # payload = a raw LZMA2 stream (LZMA_DICT_SIZE dictionary)
     END = 0xFF  # not a frame: the end-of-stream marker that starts the footer
 
 
@@ -156,9 +159,11 @@ class StreamHeader:
         return MIN_HEADER_SIZE + len(self.model_name.encode("utf-8"))
 
 
-def read_header(stream: BinaryIO) -> StreamHeader:
-    """Read and check a stream header. Raises FormatError / ChecksumError / TruncatedError."""
-    magic = read_exact(stream, len(MAGIC), "the header", allow_empty=True)
+def read_header(stream: BinaryIO, magic: bytes | None = None) -> StreamHeader:
+    """Read and check a stream header (its first 8 bytes already read, if `magic` is given). Raises
+    FormatError / ChecksumError / TruncatedError."""
+    if magic is None:
+        magic = read_exact(stream, len(MAGIC), "the header", allow_empty=True)
     if not magic:
         raise FormatError("not a .shz file (empty input)")
     if magic != MAGIC:
@@ -235,9 +240,10 @@ class FrameHeader:
         if self.method == Method.STORED:
             if self.coded_size != self.raw_size or self.lanes != 0:
                 raise bad("stored frame with coded size != raw size or lanes != 0")
-        elif self.method == Method.ZSTD:
+        elif self.method in (Method.ZSTD, Method.BZIP2, Method.LZMA):
             if not 1 <= self.coded_size < self.raw_size or self.lanes != 0:
-                raise bad("zstd frame not smaller than its raw size, or lanes != 0")
+                name = self.method.name.lower()
+                raise bad(f"{name} frame not smaller than its raw size, or lanes != 0")
         elif self.method == Method.MODEL:
             if not 1 <= self.lanes <= header.lanes:
                 raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")

@@ -16,8 +16,11 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from shazip import levels
 from shazip.format import (
     FRAME_HEADER_SIZE,
+    LZMA_DICT_SIZE,
+    MAGIC,
     MAX_FRAME_SIZE,
     MAX_LANES,
     ChecksumError,
@@ -29,7 +32,7 @@ from shazip.format import (
     Method,
     ModelMismatchError,
     StreamHeader,
-    check_end_of_input,
+    TruncatedError,
     content_hasher,
     crc32,
     read_exact,
@@ -38,15 +41,16 @@ from shazip.format import (
 from shazip.model_frame import EngineFactory, ModelFrameCoder
 from shazip.runtime import load_model, resolve_device
 
-DEFAULT_FRAME_SIZE = 1 << 20  # 1 MiB of input per frame on CPU
 GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
-MIN_LANE_BYTES = 64 << 10  # a lane gets at least this much of a frame (long context per lane)
+MIN_LANE_BYTES = levels.LEVELS[levels.DEFAULT_LEVEL].lane_bytes  # (the default level's)
 MAX_LANES_CPU = 64
 MAX_LANES_GPU = 256
-ZSTD_LEVEL = 3  # zstd frames when the model is not tried, and the cheap test
-# When the model does run on a frame, zstd at this level competes with it: it costs well under 1% of the
-# model's time and makes a weak model's frames never worse than strong zstd on the same frame.
+ZSTD_LEVEL = 3  # zstd frames of data the models skip, and the cheap test
+# zstd at this level competes with the models (from level 2): well under 1% of their time, and a weak
+# model's frames are then never worse than strong zstd on the same frame.
 ZSTD_STRONG_LEVEL = 19
+BZIP2_LEVEL = 9
+LZMA_PRESET = 6
 # The cheap "is this worth the model?" test: if zstd saves less than this fraction of a frame (already
 # compressed or random data), the model is not run. Small frames always try the model: zstd's own
 # overhead makes it a poor judge there, and the model costs little on them.
@@ -63,25 +67,33 @@ STRATEGIES = ("auto", "model", "cm", "zstd")
 ProgressCallback = Callable[[int, int], None]  # (raw bytes so far, coded bytes so far)
 
 
-def choose_lanes(first_frame_bytes: int, max_lanes: int) -> int:
-    """Few lanes for small inputs (each lane keeps >= MIN_LANE_BYTES of context), max_lanes for big ones.
+def choose_lanes(first_frame_bytes: int, max_lanes: int, lane_bytes: int = MIN_LANE_BYTES) -> int:
+    """Few lanes for small inputs (each lane keeps >= lane_bytes of context), max_lanes for big ones.
 
     Decided from the first frame: a full first frame means a big input."""
-    return max(1, min(max_lanes, first_frame_bytes // MIN_LANE_BYTES))
+    return max(1, min(max_lanes, first_frame_bytes // lane_bytes))
+
+
+def _lzma_filters() -> list[dict]:
+    import lzma
+
+    return [{"id": lzma.FILTER_LZMA2, "preset": LZMA_PRESET, "dict_size": LZMA_DICT_SIZE}]
 
 
 class StreamEncoder:
     """Writes a .shz stream to `out` from input given in pieces of any size; `finish()` writes the footer.
 
-    strategy: "auto" (a cheap test, then stored, zstd, CM or MIX, whichever is smallest), "model" (stored,
-    zstd or MIX, without the cheap test: the network wherever it wins), "cm" (stored, zstd or CM: no
-    network, and the file decodes without a model file) or "zstd" (stored or zstd only)."""
+    level: 1..9 (`shazip.levels`): which methods compete for each frame, the frame size and the lanes.
+    strategy narrows the level's choice: "auto" (the level's), "cm" (no network: the file decodes without
+    a model file), "zstd" (stored or zstd only), or "model" (stored, zstd or MIX without the cheap test:
+    the network wherever it wins; for tests and measurements)."""
 
     def __init__(
         self,
         out: BinaryIO,
         model: Any = None,
         *,
+        level: int = levels.DEFAULT_LEVEL,
         strategy: str = "auto",
         lanes: int | None = None,
         frame_size: int | None = None,
@@ -97,15 +109,18 @@ class StreamEncoder:
         if frame_size is not None and not 1 <= frame_size <= MAX_FRAME_SIZE:
             raise ValueError(f"frame size must be in 1..{MAX_FRAME_SIZE}")
         self.out = out
+        self.level = level
+        self.preset = levels.level(level)
         self.strategy = strategy
-        self.model = None if strategy in ("zstd", "cm") else load_model(model)
+        uses_network = strategy == "model" or (strategy == "auto" and self.preset.uses_network)
+        self.model = load_model(model) if uses_network else None
         self.requested_lanes = lanes
         self.device = device
         self.threads = threads
         self.progress = progress
         self.engine_factory = engine_factory
         # Until the header is written, the first frame is being gathered and the layout is undecided.
-        self.frame_size = frame_size or DEFAULT_FRAME_SIZE
+        self.frame_size = frame_size or self.preset.frame_size
         self.frame_size_fixed = frame_size is not None or self.model is None
         self.header: StreamHeader | None = None
         self.coder: ModelFrameCoder | None = None
@@ -118,7 +133,7 @@ class StreamEncoder:
         self.failed = False
         self.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False, write_checksum=False)
         self.zstd_strong = zstandard.ZstdCompressor(
-            level=ZSTD_STRONG_LEVEL, write_content_size=False, write_checksum=False
+            level=self.preset.zstd_level, write_content_size=False, write_checksum=False
         )
 
     # -- layout ---------------------------------------------------------------------------------------
@@ -139,7 +154,7 @@ class StreamEncoder:
             if known >= MAX_LANES_CPU * MIN_LANE_BYTES:
                 self.device = resolve_device(self.device)
                 max_lanes = self._max_lanes(self.device)
-            lanes = choose_lanes(known, max_lanes)
+            lanes = choose_lanes(known, max_lanes, self.preset.lane_bytes)
         model_id = NO_MODEL_ID if self.model is None else self.model.model_id
         name = "" if self.model is None else self.model.name
         self.header = StreamHeader(lanes, self.frame_size, model_id, name)
@@ -155,7 +170,7 @@ class StreamEncoder:
         if self.requested_lanes is None and self.model is not None:
             self.device = resolve_device(self.device)
             if self.device.startswith("cuda"):
-                self.frame_size = GPU_FRAME_SIZE
+                self.frame_size = max(self.frame_size, GPU_FRAME_SIZE)
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -227,25 +242,39 @@ class StreamEncoder:
         self._report(self.raw_total)
 
     def _code_frame(self, raw: bytes) -> tuple[FrameHeader, bytes]:
+        """The smallest frame among the methods the level and strategy allow (docs/format.md, "Choices")."""
         n = len(raw)
         raw_crc = crc32(raw)
-        stored = (FrameHeader(Method.STORED, n, n, raw_crc, coded_crc32=raw_crc), raw)
+        best = FrameHeader(Method.STORED, n, n, raw_crc, coded_crc32=raw_crc), raw
 
-        def smaller_of_stored_and(zstd_payload: bytes) -> tuple[FrameHeader, bytes]:
-            if len(zstd_payload) >= n:
-                return stored
-            header = FrameHeader(Method.ZSTD, n, len(zstd_payload), raw_crc, coded_crc32=crc32(zstd_payload))
-            return header, zstd_payload
+        def consider(method: Method, payload: bytes | None, lanes: int = 0, flags: int = 0) -> None:
+            nonlocal best
+            if payload is not None and len(payload) < len(best[1]):
+                header = FrameHeader(method, n, len(payload), raw_crc, lanes, crc32(payload), flags)
+                best = header, payload
 
         quick = self.zstd.compress(raw)
+        consider(Method.ZSTD, quick)
         if self.strategy == "zstd" or not self._worth_the_model(n, len(quick)):
-            return smaller_of_stored_and(quick)
-        best = smaller_of_stored_and(min(quick, self.zstd_strong.compress(raw), key=len))
-        from shazip.mixing import encode_cm
+            return best
+        preset, strategy = self.preset, self.strategy
+        if preset.zstd_level != ZSTD_LEVEL or strategy == "model":
+            consider(Method.ZSTD, self.zstd_strong.compress(raw))
+        if strategy != "model":
+            if preset.bzip2:
+                import bz2
 
-        cm = None if self.strategy == "model" else encode_cm(raw, limit=len(best[1]))
-        if cm is not None:
-            best = FrameHeader(Method.CM, n, len(cm), raw_crc, coded_crc32=crc32(cm)), cm
+                consider(Method.BZIP2, bz2.compress(raw, BZIP2_LEVEL))
+            if preset.lzma:
+                import lzma
+
+                consider(Method.LZMA, lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters()))
+        cm = None
+        if strategy == "cm" or (strategy == "auto" and preset.cm):
+            from shazip.mixing import encode_cm
+
+            cm = encode_cm(raw, limit=len(best[1]))
+            consider(Method.CM, cm)
         if self.coder is None or (cm is not None and 8 * len(cm) < MIX_AFTER_CM_BITS_PER_BYTE * n):
             return best
         assert self.header is not None
@@ -254,10 +283,10 @@ class StreamEncoder:
         base = self.raw_total
         coded = self.coder.encode(raw, lanes, lambda done: self._report(base + done), limit=len(best[1]))
         if coded is not None and len(coded[0]) < len(best[1]):
-            payload, flags = coded
-            return FrameHeader(Method.MIX, n, len(payload), raw_crc, lanes, crc32(payload), flags), payload
-        # The model lost: the decoder will not run the network on this frame, so the lanes must look as
-        # if the encoder had not either.
+            consider(Method.MIX, coded[0], lanes, coded[1])
+            return best
+        # The network lost: the decoder will not run it on this frame, so the lanes must look as if the
+        # encoder had not either.
         self.coder.restore(before)
         return best
 
@@ -270,11 +299,12 @@ class StreamEncoder:
 
 
 class StreamDecoder:
-    """Reads a .shz stream from `src` in one pass; `frames()` yields each frame's raw bytes, verified.
+    """Reads .shz streams from `src` in one pass; `frames()` yields each frame's raw bytes, verified.
 
-    The model is checked against the header before the first frame; the engine (and torch) starts only at
-    the first model frame. After the last frame the footer is checked (frame count, total size, content
-    checksum) and nothing may follow it."""
+    The model is checked against each stream's header before its first frame; the engine starts only at
+    the first frame that needs the network. After a stream's last frame its footer is checked (frame
+    count, total size, content checksum); then either the input ends or another stream follows (streams
+    one after another decode as the concatenation of their contents); anything else is an error."""
 
     def __init__(
         self,
@@ -299,19 +329,32 @@ class StreamDecoder:
         self.coded_total = 0
 
     def read_header(self) -> StreamHeader:
+        """The first stream's header (read at the first call)."""
         if self.header is None:
-            self.header = read_header(self.src)
-            self.coded_total = self.header.size
-            if self.header.model_id != NO_MODEL_ID:
-                model = load_model(self.model_arg)
-                check_model(self.header, model)
-                self.coder = ModelFrameCoder(
-                    model, self.header.lanes, self.device, self.threads, self.engine_factory
-                )
+            self._start_stream(read_header(self.src))
+        assert self.header is not None
         return self.header
 
+    def _start_stream(self, header: StreamHeader) -> None:
+        self.header = header
+        self.coded_total += header.size
+        self.coder = None
+        if header.model_id != NO_MODEL_ID:
+            model = load_model(self.model_arg)
+            check_model(header, model)
+            self.coder = ModelFrameCoder(model, header.lanes, self.device, self.threads, self.engine_factory)
+
     def frames(self) -> Iterator[bytes]:
-        header = self.read_header()
+        yield from self._stream_frames(self.read_header())
+        while (magic := read_exact(self.src, len(MAGIC), "the next stream", allow_empty=True)) == MAGIC:
+            self._start_stream(read_header(self.src, magic))
+            yield from self._stream_frames(self.header)
+        if magic and MAGIC.startswith(magic):
+            raise TruncatedError("truncated (inside the next stream's header)")
+        if magic:
+            raise FormatError("trailing data after the end of the .shz stream")
+
+    def _stream_frames(self, header: StreamHeader) -> Iterator[bytes]:
         hasher = content_hasher()
         walk = FrameWalk(self.src, header)
         for index, frame in walk:
@@ -330,7 +373,6 @@ class StreamDecoder:
         assert walk.footer is not None
         if hasher.digest() != walk.footer.content_hash:
             raise ChecksumError("content checksum mismatch (corrupt data)")
-        check_end_of_input(self.src)
         self.footer = walk.footer
 
     def _decode_frame(self, frame: FrameHeader, payload: bytes, index: int) -> bytes:
@@ -344,6 +386,13 @@ class StreamDecoder:
             if len(raw) != frame.raw_size:
                 raise ChecksumError(f"corrupt frame {index} (zstd size)")
             return raw
+        if frame.method == Method.BZIP2:
+            return _bounded_decompress(frame, payload, index, _bzip2_decompressor())
+        if frame.method == Method.LZMA:
+            import lzma
+
+            decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters())
+            return _bounded_decompress(frame, payload, index, decompressor)
         if frame.method == Method.CM:
             from shazip.mixing import decode_cm
 
@@ -367,3 +416,21 @@ def check_model(header: StreamHeader, model: Any) -> None:
             f"needs model {header.model_name or '?'} (id {header.model_id.hex()[:16]}…), "
             f"got {model.name} (id {model.model_id.hex()[:16]}…)"
         )
+
+
+def _bzip2_decompressor() -> Any:
+    import bz2
+
+    return bz2.BZ2Decompressor()
+
+
+def _bounded_decompress(frame: FrameHeader, payload: bytes, index: int, decompressor: Any) -> bytes:
+    """A bzip2 or LZMA frame's bytes, never more than its raw size (a crafted payload cannot expand)."""
+    name = frame.method.name.lower()
+    try:
+        raw = decompressor.decompress(payload, max_length=frame.raw_size + 1)
+    except Exception as e:  # noqa: BLE001 - bz2 raises OSError/EOFError, lzma its LZMAError
+        raise ChecksumError(f"corrupt frame {index} ({name}: {e})") from None
+    if len(raw) != frame.raw_size:
+        raise ChecksumError(f"corrupt frame {index} ({name} size)")
+    return raw
