@@ -13,8 +13,7 @@ Each byte is coded as 8 binary decisions, most significant bit first. For each d
 - a **match model** follows the last earlier occurrence of the lane's last 5 bytes and predicts the byte
   that came next;
 - the **network** gives the probability of the bit from its 256-entry table (the sums over the byte
-  values that the bits so far allow), also refined by two adaptive probability maps (APMs) and, per
-  context model, by an APM on that model's state;
+  values that the bits so far allow), also refined by two adaptive probability maps (APMs);
 - three **mixers** (weight sets chosen by the network's confidence and the bit position; by the match
   state and the partial byte; by how many context orders have seen their context and the network's
   confidence) combine the inputs in the log-odds domain, a **final mixer** combines the three, and two
@@ -47,9 +46,9 @@ RECORD, RECORD_LAST = 28, 29
 CONTEXTS = (ORDER_1, ORDER_2, ORDER_3, ORDER_4, ORDER_6, ORDER_8, WORD, WORD_PAIR, COLUMN, ABOVE_LAST)
 CONTEXTS += (SPARSE_2, SPARSE_3, WORD_LAST, RECORD, RECORD_LAST)
 N_CONTEXTS = len(CONTEXTS)
-N_INPUTS = 3 * N_CONTEXTS + 5  # per context: state, state-APM on the network, run; match, network x3, bias
-I_RUN = 2 * N_CONTEXTS
-I_MATCH = 3 * N_CONTEXTS
+N_INPUTS = 2 * N_CONTEXTS + 5  # per context: state, run; match, network x3, bias
+I_RUN = N_CONTEXTS
+I_MATCH = 2 * N_CONTEXTS
 I_NET, I_NET_APM1, I_NET_APM2, I_BIAS = I_MATCH + 1, I_MATCH + 2, I_MATCH + 3, I_MATCH + 4
 SETS = (64, 1024, 64)  # weight sets of the three mixers
 FINAL_SETS = 64
@@ -58,7 +57,7 @@ MIN_MATCH = 5
 MAX_VERIFY = 32
 MIN_TABLE_BITS, MAX_TABLE_BITS = 12, 20
 MAP_LIMIT = 255  # state maps' count limit (their adaptation rate stops falling at 1/256.5)
-ORDER_APM_RATE, APM_RATE = 6, 6
+APM_RATE = 6
 MIXER_RATE = 4  # mixers: w += (x * err * MIXER_RATE) >> 18
 FINAL_RATE = 1  # final mixer: w += (x * err * FINAL_RATE) >> 16
 NET_WEIGHT = 65536  # initial weight of the network's input (1.0)
@@ -79,7 +78,6 @@ class MixState(NamedTuple):
 
     slots: np.ndarray  # uint8 [contexts, 2^b, 16]: check byte, then 15 bit-history states of a half byte
     maps: np.ndarray  # int64 [contexts, 8 * 256]: state -> p (22 bits) << 10 | count, per bit position
-    order_apm: np.ndarray  # int32 [contexts * 8 * 256 * 33]: network refined by each model's state
     runs: np.ndarray  # int64 [contexts, 2^b]: check << 16 | last byte << 8 | run count
     run_maps: np.ndarray  # int64 [contexts, 8 * 16 * 2]
     match_table: np.ndarray  # int64 [2^b]: position after the last occurrence of a 5-byte context, or -1
@@ -120,7 +118,6 @@ def new_state(lanes: int, raw_size: int) -> tuple:
         MixState(
             slots=np.zeros((n, 1 << b, 16), dtype=np.uint8),
             maps=maps,
-            order_apm=np.tile(apm_row, n * 8 * 256),
             runs=np.zeros((n, 1 << b), dtype=np.int64),
             run_maps=np.full((n, 8 * 16 * 2), half, dtype=np.int64),
             match_table=np.full(1 << b, -1, dtype=np.int64),
@@ -260,7 +257,7 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
     table: the lane's network table (int32 [256], every entry >= 1) when `network`; scratch: _scratch().
     Returns the byte, -1 when the decoder ran out of payload, -2 when the encoder's buffer is full."""
     s = MixState(*s)
-    slot, cum, x, state, order_at, run_at, used, run_bits = scratch
+    slot, cum, x, state, run_at, used, run_bits = scratch
     lanes = grid.shape[1]
     n_ctx = kinds.shape[0]
     mask = s.slots.shape[1] - 1
@@ -323,12 +320,7 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         for o in range(n_ctx):
             st = np.int64(s.slots[o, slot[o], 1 + node])
             state[o] = st
-            x[2 * o] = STRETCH[_map_p(s.maps[o, j * 256 + st])]
-            order_at[o] = -1
-            x[2 * o + 1] = 0
-            if network:
-                p, order_at[o] = _apm(s.order_apm, 0, (o * 8 + j) * 256 + st, st_net)
-                x[2 * o + 1] = STRETCH[p]
+            x[o] = STRETCH[_map_p(s.maps[o, j * 256 + st])]
             if st != 0 and kinds[o] <= 8:
                 seen = o + 1
             r = s.runs_seen[lane, o, 0]
@@ -408,8 +400,6 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         _apm_update(s.apms, aq1, bit, APM_RATE)
         _apm_update(s.apms, aq2, bit, APM_RATE)
         for o in range(n_ctx):
-            if order_at[o] >= 0:
-                _apm_update(s.order_apm, order_at[o], bit, ORDER_APM_RATE)
             _map_update(s.maps[o], j * 256 + state[o], bit, MAP_LIMIT)
             s.slots[o, slot[o], 1 + node] = NEXT_STATE[state[o], bit]
             if run_at[o] >= 0:
@@ -494,8 +484,8 @@ def _end_byte(s, kinds, grid, t, lane, byte, expected, run_bits) -> None:  # noq
 
 @njit(**_opts)
 def _scratch(n_ctx, runs):  # noqa: ANN001, ANN202
-    """Work arrays of _code_byte, made once per call: slots, network sums, inputs, states, APM and run
-    entries, the inputs in use, and log2 of the run tables' size."""
+    """Work arrays of _code_byte, made once per call: slots, network sums, inputs, states, run entries,
+    the inputs in use, and log2 of the run tables' size."""
     run_bits = np.int64(0)
     while (1 << run_bits) < runs.shape[1]:
         run_bits += 1
@@ -503,7 +493,6 @@ def _scratch(n_ctx, runs):  # noqa: ANN001, ANN202
         np.zeros(n_ctx, dtype=np.int64),
         np.zeros(257, dtype=np.int64),
         np.zeros(N_INPUTS, dtype=np.int64),
-        np.zeros(n_ctx, dtype=np.int64),
         np.zeros(n_ctx, dtype=np.int64),
         np.zeros(n_ctx, dtype=np.int64),
         np.zeros(N_INPUTS, dtype=np.int64),
@@ -515,7 +504,7 @@ def _scratch(n_ctx, runs):  # noqa: ANN001, ANN202
 def code_step(s, kinds, grid, t, active, run, full, rest, tables, network, decoding, coder, buf) -> int:  # noqa: ANN001
     """Step t of a frame laid out in grid ([run, lanes]): lanes 0..active-1 in order, each with its
     network table tables[lane] when `network`. Returns 0, or the first negative code of _code_byte."""
-    scratch = _scratch(kinds.shape[0], s[3])
+    scratch = _scratch(kinds.shape[0], MixState(*s).runs)
     for lane in range(active):
         r = _code_byte(
             s, kinds, grid, t, lane, run, full, rest, tables[lane], network, decoding, coder, buf, scratch
@@ -530,7 +519,7 @@ def code_frame(s, kinds, grid, decoding, coder, buf) -> int:  # noqa: ANN001
     """A whole one-lane frame without the network (grid [n, 1]). Returns 0 or a negative code."""
     n = grid.shape[0]
     none = np.ones(256, dtype=np.int32)
-    scratch = _scratch(kinds.shape[0], s[3])
+    scratch = _scratch(kinds.shape[0], MixState(*s).runs)
     for t in range(n):
         r = _code_byte(s, kinds, grid, t, 0, n, 1, 0, none, False, decoding, coder, buf, scratch)
         if r < 0:
