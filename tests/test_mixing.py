@@ -103,8 +103,8 @@ def test_the_network_input_is_used() -> None:
 
 # sha256 of payloads as first specified in docs/format.md ("Mixing frames"): any change to a formula, an
 # order of updates or a table changes them (and old files would no longer decode).
-GOLDEN_CM_SHA256 = "6ca840fd60f75931ef715e685ef64d7009017e85b1fb24deda58b1f1a6ea47a7"
-GOLDEN_MIX_SHA256 = "353f4e8f16b4c951ddaae4667d807ecbedccdb4345b68da6c568593d4dd49cd3"
+GOLDEN_CM_SHA256 = "a8c4179ced779f3419edeb31c6cf30a8a368eba95a478666d68f81cbc4642796"
+GOLDEN_MIX_SHA256 = "3e510d75b7d66f999855011dd5f8f09b64cd3c788885eeda0b6d14eb902ab8ca"
 
 
 def golden_payloads() -> tuple[str, str]:

@@ -50,7 +50,7 @@ N_INPUTS = 2 * N_CONTEXTS + 5  # per context: state, run; match, network x3, bia
 I_RUN = N_CONTEXTS
 I_MATCH = 2 * N_CONTEXTS
 I_NET, I_NET_APM1, I_NET_APM2, I_BIAS = I_MATCH + 1, I_MATCH + 2, I_MATCH + 3, I_MATCH + 4
-SETS = (64, 1024, 64)  # weight sets of the three mixers
+SETS = (512, 1024, 64)  # weight sets of the three mixers
 FINAL_SETS = 64
 APM_BINS = 33
 MIN_MATCH = 5
@@ -348,7 +348,7 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         match_state = 0
         if match_at >= 0:
             match_state = 1 + (1 if mlen >= 16 else 0) + (1 if mlen >= 32 else 0)
-        set0 = confidence * 8 + j
+        set0 = (confidence * 8 + (c1 >> 5)) * 8 + j
         set1 = SETS[0] + match_state * 256 + c0
         set2 = SETS[0] + SETS[1] + seen * 8 + confidence
         d0 = np.int64(0)
@@ -371,7 +371,7 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         p_mix = _squash(d)
         q1, aq1 = _apm(s.apms, 2 * apm_size, ctx1, d)
         q2, aq2 = _apm(s.apms, 3 * apm_size, ctx2, d)
-        p = (2 * p_mix + q1 + q2) >> 2
+        p = (p_mix + q1 + 2 * q2) >> 2
         p = 1 if p < 1 else (65535 if p > 65535 else p)
         if decoding:
             bit = decode_bit(coder, buf, p)
