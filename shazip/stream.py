@@ -196,7 +196,7 @@ class StreamEncoder:
             if self.buffer:
                 self._flush_frame()
             footer = Footer(self.tally.frames, self.raw_total, self.hasher.digest())
-            self._emit(footer.to_bytes())
+            self._emit(footer.to_bytes(self.coded_total, self.header.version))
         except BaseException:
             self.failed = True
             raise
@@ -215,7 +215,8 @@ class StreamEncoder:
         self.buffer.clear()
         self.hasher.update(raw)
         header, payload = self._code_frame(raw)
-        self._emit(header.to_bytes())
+        assert self.header is not None
+        self._emit(header.to_bytes(self.tally.frames + 1, self.coded_total, self.header.version))
         self._emit(payload)
         self.tally.add(header)
         self.raw_total += len(raw)

@@ -216,24 +216,21 @@ def test_lanes_chosen_from_input_size():
 
 def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
     """The spec lets a frame use lanes 0..k-1 of the header's B lanes (today's writer always uses B)."""
-    from shazip.format import Footer, FrameHeader, StreamHeader, content_hasher, crc32
+    from shazip.format import Footer, FrameHeader, StreamHeader, assemble, content_hasher, crc32
 
     model = ToyModel()
     coder = ModelFrameCoder(model, 4, "cpu", None, model.factory)
     frames = [markov(900, seed=1), markov(500, seed=2), markov(700, seed=3)]
-    parts = [StreamHeader(4, 1000, model.model_id, model.name).to_bytes()]
+    parts = []
     hasher = content_hasher()
     for raw, lanes in zip(frames, [4, 2, 3], strict=True):
         payload, flags = coder.encode(raw, lanes)
-        parts += [
-            FrameHeader(
-                Method.MODEL, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags
-            ).to_bytes()
-        ]
-        parts.append(payload)
+        frame = FrameHeader(Method.MODEL, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags)
+        parts.append((frame, payload))
         hasher.update(raw)
-    parts.append(Footer(3, sum(map(len, frames)), hasher.digest()).to_bytes())
-    assert toy_decompress(b"".join(parts)) == b"".join(frames)
+    footer = Footer(3, sum(map(len, frames)), hasher.digest())
+    packed = assemble(StreamHeader(4, 1000, model.model_id, model.name), parts, footer)
+    assert toy_decompress(packed) == b"".join(frames)
 
 
 def test_crlf_as_lf_applies_only_when_every_lf_follows_a_cr():
