@@ -258,3 +258,35 @@ def test_crlf_text_is_coded_as_lf_text_and_restored():
 def test_round_trip_of_any_mix_of_line_ends(data: bytes, frame_size: int) -> None:
     packed = toy_compress(data, strategy="model", frame_size=frame_size, lanes=2)
     assert toy_decompress(packed) == data
+
+
+def crafted_model_stream(model: ToyModel, raw_size: int, payload: bytes, lanes: int = 1) -> bytes:
+    """A stream of one model frame with a valid structure (every CRC right) around `payload`."""
+    from shazip.format import Footer, FrameHeader, StreamHeader, assemble, crc32
+
+    flags = int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2)
+    frame = FrameHeader(Method.MODEL, raw_size, len(payload), 0, lanes, crc32(payload), flags)
+    header = StreamHeader(lanes, raw_size, model.model_id, model.name)
+    return assemble(header, [(frame, payload)], Footer(1, raw_size, bytes(16)))
+
+
+@pytest.mark.parametrize("word", [b"\0\0\0\0", b"\xff\xff\xff\xff", b"\x78\x56\x34\x12"])
+@pytest.mark.parametrize("lanes", [1, 16])
+def test_a_model_frame_that_runs_out_of_payload_fails_at_once(word: bytes, lanes: int) -> None:
+    """A one-word payload claiming a million bytes: the decoder stops when its symbols carry more than the
+    payload can hold (or it reads past the word a genuine payload may lack), not after a million steps."""
+    from shazip.format import ChecksumError
+
+    model = ToyModel()
+    with pytest.raises(ChecksumError, match=r"corrupt frame 1 \(model payload ends too soon"):
+        toy_decompress(crafted_model_stream(model, 1_000_000, word, lanes), model)
+    assert model.engines[-1].steps < 5000
+
+
+def test_a_tiny_payload_claiming_a_big_frame_is_refused_before_model_time() -> None:
+    from shazip.format import FormatError
+
+    model = ToyModel()
+    with pytest.raises(FormatError, match="4-byte payload too small for 67108864 bytes"):
+        toy_decompress(crafted_model_stream(model, 64 << 20, bytes(4)), model)
+    assert model.engines == []  # the engine never started
