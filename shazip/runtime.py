@@ -43,7 +43,8 @@ def load_model(model: Any = None) -> Any:
     except FileNotFoundError:
         raise ModelError(f"model file not found: {path}") from None
     except Exception as e:  # ModelFileError and anything safetensors raises: name the file and the cause
-        raise ModelError(f"cannot load model {path}: {e}") from None
+        problem = str(e).removeprefix(f"{path}: ")
+        raise ModelError(f"cannot load model {path}: {problem}") from None
 
 
 def gpu_may_be_present() -> bool:

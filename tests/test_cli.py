@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import command_env
+
 DATA = b"".join(b"%d bottles of beer on the wall, %d bottles of beer.\n" % (i, i) for i in range(2000))
 
 
@@ -22,7 +24,7 @@ def shazip(
     *args: str, cwd: Path, data: bytes | None = None, timeout: float = 120, **kwargs
 ) -> subprocess.CompletedProcess:
     """`python -m shazip ARGS` in `cwd`, stdout and stderr captured unless kwargs say otherwise."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = command_env()
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | kwargs
     return subprocess.run(
         [sys.executable, "-m", "shazip", *args],
@@ -52,11 +54,15 @@ def test_help_and_info_do_not_import_torch(work):
         "except SystemExit: pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=command_env()
+    )
     assert "compress" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
     assert shazip("compress", "--no-model", "a.txt", cwd=work).returncode == 0
     code = code.replace("'--help'", "'info', 'a.txt.shz'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=work)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=work, env=command_env()
+    )
     assert "bits/byte" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
 
 
@@ -170,7 +176,7 @@ def test_refuses_to_write_compressed_data_to_a_terminal(work):
 
 def test_ctrl_c_removes_partial_output(work):
     """SIGINT while reading a pipe that never ends: exit 130, no output file, no temporary file."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = command_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "shazip", "compress", "--no-model", "-o", "out.shz"],
         stdin=subprocess.PIPE,
