@@ -32,11 +32,12 @@ from shazip.format import (
     check_end_of_input,
     content_hasher,
     crc32,
+    printable,
     read_exact,
     read_header,
 )
 from shazip.model_frame import EngineFactory, ModelFrameCoder
-from shazip.runtime import load_model, resolve_device
+from shazip.runtime import DEFAULT_MEMLIMIT, check_memory, load_model, resolve_device, resolve_threads
 
 DEFAULT_FRAME_SIZE = 1 << 20  # 1 MiB of input per frame on CPU
 GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
@@ -84,6 +85,7 @@ class StreamEncoder:
         threads: int | None = None,
         progress: ProgressCallback | None = None,
         engine_factory: EngineFactory | None = None,
+        memlimit: int | None = DEFAULT_MEMLIMIT,
     ) -> None:
         if strategy not in ("auto", "model", "zstd"):
             raise ValueError(f"strategy must be 'auto', 'model' or 'zstd', got {strategy!r}")
@@ -96,9 +98,10 @@ class StreamEncoder:
         self.model = None if strategy == "zstd" else load_model(model)
         self.requested_lanes = lanes
         self.device = device
-        self.threads = threads
+        self.threads = resolve_threads(threads)  # (ValueError beyond runtime.MAX_THREADS)
         self.progress = progress
         self.engine_factory = engine_factory
+        self.memlimit = memlimit
         # Until the header is written, the first frame is being gathered and the layout is undecided.
         self.frame_size = frame_size or DEFAULT_FRAME_SIZE
         self.frame_size_fixed = frame_size is not None or strategy == "zstd"
@@ -135,9 +138,15 @@ class StreamEncoder:
                 self.device = resolve_device(self.device)
                 max_lanes = self._max_lanes(self.device)
             lanes = choose_lanes(known, max_lanes)
+        # No frame uses more lanes than it has bytes (n bytes over n or more lanes: the same layout), and
+        # `known` is a whole frame or the whole input: more lanes would only raise what a reader allocates.
+        lanes = min(lanes, max(1, known))
         model_id = NO_MODEL_ID if self.model is None else self.model.model_id
         name = "" if self.model is None else self.model.name
-        self.header = StreamHeader(lanes, self.frame_size, model_id, name)
+        header = StreamHeader(lanes, self.frame_size, model_id, name)
+        # A stream that readers with the same limit would refuse is not written.
+        check_memory(header, self.model, self.memlimit, "decode what this writes")
+        self.header = header
         self._emit(self.header.to_bytes())
         if self.model is not None:
             self.coder = ModelFrameCoder(self.model, lanes, self.device, self.threads, self.engine_factory)
@@ -274,13 +283,15 @@ class StreamDecoder:
         threads: int | None = None,
         progress: ProgressCallback | None = None,
         engine_factory: EngineFactory | None = None,
+        memlimit: int | None = DEFAULT_MEMLIMIT,
     ) -> None:
         self.src = src
         self.model_arg = model
         self.device = device
-        self.threads = threads
+        self.threads = resolve_threads(threads)  # (ValueError beyond runtime.MAX_THREADS)
         self.progress = progress
         self.engine_factory = engine_factory
+        self.memlimit = memlimit
         self.header: StreamHeader | None = None
         self.footer: Footer | None = None
         self.coder: ModelFrameCoder | None = None
@@ -289,13 +300,18 @@ class StreamDecoder:
 
     def read_header(self) -> StreamHeader:
         if self.header is None:
-            self.header = read_header(self.src)
-            self.coded_total = self.header.size
-            if self.header.model_id != NO_MODEL_ID:
+            header = read_header(self.src)
+            model = None
+            if header.model_id != NO_MODEL_ID:
                 model = load_model(self.model_arg)
-                check_model(self.header, model)
+                check_model(header, model)
+            # before anything the header's settings ask for is allocated
+            check_memory(header, model, self.memlimit)
+            self.header = header
+            self.coded_total = header.size
+            if model is not None:
                 self.coder = ModelFrameCoder(
-                    model, self.header.lanes, self.device, self.threads, self.engine_factory
+                    model, header.lanes, self.device, self.threads, self.engine_factory
                 )
         return self.header
 
@@ -346,7 +362,7 @@ class StreamDecoder:
 
 def check_model(header: StreamHeader, model: Any) -> None:
     if model.model_id != header.model_id:
-        raise ModelMismatchError(
-            f"needs model {header.model_name or '?'} (id {header.model_id.hex()[:16]}…), "
-            f"got {model.name} (id {model.model_id.hex()[:16]}…)"
+        raise ModelMismatchError(  # (names from files, printed: no terminal escapes)
+            f"needs model {printable(header.model_name) or '?'} (id {header.model_id.hex()[:16]}…), "
+            f"got {printable(model.name)} (id {model.model_id.hex()[:16]}…)"
         )

@@ -77,9 +77,9 @@ def toy_compress(data: bytes, model: ToyModel | None = None, chunk: int | None =
     return out.getvalue()
 
 
-def toy_decompress(packed: bytes, model: ToyModel | None = None) -> bytes:
+def toy_decompress(packed: bytes, model: ToyModel | None = None, **options) -> bytes:
     model = model or ToyModel()
-    decoder = StreamDecoder(io.BytesIO(packed), model, device="cpu", engine_factory=model.factory)
+    decoder = StreamDecoder(io.BytesIO(packed), model, device="cpu", engine_factory=model.factory, **options)
     return b"".join(decoder.frames())
 
 
@@ -288,5 +288,5 @@ def test_a_tiny_payload_claiming_a_big_frame_is_refused_before_model_time() -> N
 
     model = ToyModel()
     with pytest.raises(FormatError, match="4-byte payload too small for 67108864 bytes"):
-        toy_decompress(crafted_model_stream(model, 64 << 20, bytes(4)), model)
+        toy_decompress(crafted_model_stream(model, 64 << 20, bytes(4)), model, memlimit=None)
     assert model.engines == []  # the engine never started
