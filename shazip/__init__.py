@@ -24,6 +24,7 @@ _FORMAT = {
     "TruncatedError",
     "ModelMismatchError",
     "ModelError",
+    "MemoryLimitError",
     "StreamHeader",
     "StreamInfo",
     "FrameHeader",

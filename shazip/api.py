@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from shazip.format import StreamHeader, StreamInfo, read_header, scan
+from shazip.runtime import DEFAULT_MEMLIMIT
 from shazip.stream import ProgressCallback, StreamDecoder, StreamEncoder
 
 Source = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
@@ -32,11 +33,20 @@ def compress(
     frame_size: int | None = None,
     device: str | None = "auto",
     threads: int | None = None,
+    memlimit: int | None = DEFAULT_MEMLIMIT,
 ) -> bytes:
-    """Compress `data` into a complete .shz stream."""
+    """Compress `data` into a complete .shz stream (refused, MemoryLimitError, if decoding it would need
+    more than `memlimit` bytes; None: no limit)."""
     out = io.BytesIO()
     encoder = StreamEncoder(
-        out, model, strategy=strategy, lanes=lanes, frame_size=frame_size, device=device, threads=threads
+        out,
+        model,
+        strategy=strategy,
+        lanes=lanes,
+        frame_size=frame_size,
+        device=device,
+        threads=threads,
+        memlimit=memlimit,
     )
     encoder.write(data)
     encoder.finish()
@@ -49,9 +59,11 @@ def decompress(
     *,
     device: str | None = "auto",
     threads: int | None = None,
+    memlimit: int | None = DEFAULT_MEMLIMIT,
 ) -> bytes:
-    """Decompress a complete .shz stream; raises a ShazipError subclass on any problem."""
-    decoder = StreamDecoder(io.BytesIO(bytes(data)), model, device=device, threads=threads)
+    """Decompress a complete .shz stream; raises a ShazipError subclass on any problem (MemoryLimitError
+    when its header asks for more than `memlimit` bytes; None: no limit)."""
+    decoder = StreamDecoder(io.BytesIO(bytes(data)), model, device=device, threads=threads, memlimit=memlimit)
     return b"".join(decoder.frames())
 
 
