@@ -34,6 +34,7 @@ SUFFIX = ".shz"
 STDIO = "-"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NAME_MAX = 255  # bytes in a file name, where the file system does not say
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 app = typer.Typer(
     add_completion=False,
@@ -261,9 +262,14 @@ def output_file(path: str | None, source: str | None, replace: bool = False) -> 
     target = Path(path)
     temp_name = b""
     try:
-        handle, temp_name = tempfile.mkstemp(
-            prefix=temporary_prefix(target), suffix=b".tmp", dir=os.fsencode(target.parent)
-        )
+        # (signals wait while the file is made and named here, so that a handler finds temp_name set)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            handle, temp_name = tempfile.mkstemp(
+                prefix=temporary_prefix(target), suffix=b".tmp", dir=os.fsencode(target.parent)
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         with os.fdopen(handle, "wb") as stream:
             yield stream
         if source is not None:
