@@ -343,6 +343,11 @@ class StreamDecoder:
             return payload
         if frame.method == Method.ZSTD:
             try:
+                # A zstd frame may declare its content size, and python-zstandard allocates what it
+                # declares (max_output_size only applies when it does not): it must be raw_size.
+                declared = zstandard.frame_content_size(payload)
+                if declared not in (-1, frame.raw_size):
+                    raise ChecksumError(f"corrupt frame {index} (zstd frame of {declared} bytes)")
                 raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=frame.raw_size)
             except zstandard.ZstdError as e:
                 raise ChecksumError(f"corrupt frame {index} (zstd: {e})") from None
