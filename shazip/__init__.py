@@ -27,6 +27,7 @@ _FORMAT = {
     "TruncatedError",
     "ModelMismatchError",
     "ModelError",
+    "MemoryLimitError",
     "StreamHeader",
     "StreamInfo",
     "FrameHeader",

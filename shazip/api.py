@@ -22,6 +22,7 @@ from typing import IO, Any, BinaryIO
 
 from shazip import levels, runtime
 from shazip.format import StreamHeader, StreamInfo, read_header, scan
+from shazip.runtime import DEFAULT_MEMLIMIT
 from shazip.stream import ProgressCallback, StreamDecoder, StreamEncoder
 
 Source = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
@@ -60,10 +61,12 @@ class Compressor:
         lanes: int | None = None,
         frame_size: int | None = None,
         strategy: str = "auto",
+        memlimit: int | None = DEFAULT_MEMLIMIT,
     ) -> None:
         levels.level(level)  # (checked here, at construction)
         self._runtime = _Runtime(model, device, threads)
         self._options = {"level": level, "lanes": lanes, "frame_size": frame_size, "strategy": strategy}
+        self._options["memlimit"] = memlimit
         uses_network = strategy == "model" or (strategy == "auto" and levels.level(level).uses_network)
         self._model = runtime.load_model(model) if uses_network else None
 
@@ -92,14 +95,22 @@ class Compressor:
 class Decompressor:
     """Decompresses many inputs with one model: the model file is read and its engine built once."""
 
-    def __init__(self, model: Any = None, *, device: str | None = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        device: str | None = "auto",
+        threads: int | None = None,
+        memlimit: int | None = DEFAULT_MEMLIMIT,
+    ) -> None:
         self._runtime = _Runtime(model, device, threads)
+        self.memlimit = memlimit
 
     def _decoder(self, src: BinaryIO, progress: ProgressCallback | None = None) -> StreamDecoder:
         rt = self._runtime
         return StreamDecoder(
             src, rt.model_arg, device=rt.device, threads=rt.threads, progress=progress,
-            engine_factory=rt.engine_factory,
+            engine_factory=rt.engine_factory, memlimit=self.memlimit,
         )  # fmt: skip
 
     def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -134,13 +145,17 @@ def compress(
     level: int = levels.DEFAULT_LEVEL,
     device: str | None = "auto",
     threads: int | None = None,
+    memlimit: int | None = DEFAULT_MEMLIMIT,
     **options: Any,
 ) -> bytes:
-    """Compress `data` into a complete .shz stream (options: lanes, frame_size, strategy)."""
+    """Compress `data` into a complete .shz stream (options: lanes, frame_size, strategy). Refused
+    (MemoryLimitError) if decoding it would need more than `memlimit` bytes; None: no limit."""
     if model is None and not options:
-        key = (level, device, threads)
-        return _cached(Compressor, key, level=level, device=device, threads=threads).compress(data)
-    return Compressor(level, model, device=device, threads=threads, **options).compress(data)
+        key = (level, device, threads, memlimit)
+        settings = {"level": level, "device": device, "threads": threads, "memlimit": memlimit}
+        return _cached(Compressor, key, **settings).compress(data)
+    compressor = Compressor(level, model, device=device, threads=threads, memlimit=memlimit, **options)
+    return compressor.compress(data)
 
 
 def decompress(
@@ -149,11 +164,14 @@ def decompress(
     *,
     device: str | None = "auto",
     threads: int | None = None,
+    memlimit: int | None = DEFAULT_MEMLIMIT,
 ) -> bytes:
-    """Decompress one or more complete .shz streams; raises a ShazipError subclass on any problem."""
+    """Decompress one or more complete .shz streams; raises a ShazipError subclass on any problem
+    (MemoryLimitError when a header asks for more than `memlimit` bytes; None: no limit)."""
     if model is None:
-        return _cached(Decompressor, (device, threads), device=device, threads=threads).decompress(data)
-    return Decompressor(model, device=device, threads=threads).decompress(data)
+        key = (device, threads, memlimit)
+        return _cached(Decompressor, key, device=device, threads=threads, memlimit=memlimit).decompress(data)
+    return Decompressor(model, device=device, threads=threads, memlimit=memlimit).decompress(data)
 
 
 class ShazipWriter(io.BufferedIOBase):

@@ -1,7 +1,8 @@
 """The `shazip` command: compress, decompress, test and info, with the conventions of zstd and xz.
 
 Exit codes: 0 success, 1 a data or I/O error (with several files: any file failed), 2 a usage error,
-130 interrupted. Messages go to stderr as "shazip: FILE: problem".
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP). Messages go to stderr as
+"shazip: FILE: problem", one line each, with anything read from a file made safe for a terminal.
 
 Importing this module does not import torch (or the codec's numpy/zstandard): `shazip --help` and
 `shazip info` answer quickly. torch loads only when a frame is coded with the model.
@@ -9,8 +10,11 @@ Importing this module does not import torch (or the codec's numpy/zstandard): `s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
+import stat
 import sys
 import tempfile
 import time
@@ -29,6 +33,8 @@ runtime.prepare_openmp()  # before torch can be imported
 SUFFIX = ".shz"
 STDIO = "-"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+NAME_MAX = 255  # bytes in a file name, where the file system does not say
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 app = typer.Typer(
     add_completion=False,
@@ -56,9 +62,25 @@ ModelPath = Annotated[
     Path | None, typer.Option("--model", help="Model file (default: the embedded model).", show_default=False)
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-Threads = Annotated[int | None, typer.Option("--threads", "-T", min=1, help="CPU threads for the model.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", "-T", help=f"CPU threads for the model (1..{runtime.MAX_THREADS}).", show_default=False
+    ),
+]
+MemLimit = Annotated[
+    str,
+    typer.Option(
+        "--memlimit",
+        "-M",
+        help="Refuse streams that need more memory than this to decode (512MiB, 2G; 0: no limit).",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail (repeatable).")]
+
+
+DEFAULT_MEMLIMIT_TEXT = f"{runtime.DEFAULT_MEMLIMIT >> 20}MiB"
 
 
 @dataclass
@@ -68,19 +90,47 @@ class Settings:
     threads: int | None
     verbosity: int  # 0 quiet, 1 normal, 2+ verbose
     force: bool = False
+    memlimit: int | None = runtime.DEFAULT_MEMLIMIT
 
 
 class UsageError(Exception):
     """Command-line misuse: exit code 2."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (temporary files removed), exit 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    for other in (signal.SIGTERM, signal.SIGHUP):  # one is enough: let the cleanup finish
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def handle_termination() -> None:
+    """SIGTERM and SIGHUP end the command the way Ctrl-C does; a SIGHUP that is ignored (nohup) stays so."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _terminate)
+
+
+def printable(text: str) -> str:
+    from shazip.format import printable as format_printable
+
+    return format_printable(text)
+
+
 def say(message: str, settings: Settings, level: int = 1) -> None:
     if settings.verbosity >= level:
-        print(f"shazip: {message}", file=sys.stderr)
+        print(f"shazip: {printable(message)}", file=sys.stderr)
 
 
 def fail(name: str, problem: object) -> None:
-    print(f"shazip: {name}: {problem}", file=sys.stderr)
+    print(f"shazip: {printable(f'{name}: {problem}')}", file=sys.stderr)
 
 
 def check_device(device: str) -> str:
@@ -133,42 +183,126 @@ def progress_bar(settings: Settings, label: str, total: int | None) -> Iterator[
 # --- safe output: temporary file in the destination folder, renamed on success -------------------------
 
 
+def is_special(path: str) -> bool:
+    """True for an existing device, FIFO or socket (following links): written into, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from open(): 0666 less the umask (as zstd gives a file made from stdin)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def temporary_prefix(target: Path) -> bytes:
+    """`.NAME.` for the temporary file beside `target`, NAME cut so that the whole temporary name (with
+    mkstemp's 8 random characters and `.tmp`) fits the file system's name limit."""
+    try:
+        name_max = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = NAME_MAX
+    room = max(1, min(name_max, NAME_MAX) - len(b"..") - 8 - len(b".tmp"))
+    return b"." + os.fsencode(target.name)[:room] + b"."
+
+
+def publish(temp_name: bytes, target: Path, replace: bool) -> None:
+    """Give the finished temporary file its final name. Without `replace`, the name is created exclusively
+    (a hard link, or an O_EXCL create where links are not supported), so that of two writers racing for
+    one name exactly one succeeds and the other reports that it exists."""
+    if replace:
+        os.replace(temp_name, target)
+        return
+    exists = FileExistsError(f"{target} already exists (use -f to overwrite)")
+    try:
+        os.link(temp_name, target)
+    except FileExistsError:
+        raise exists from None
+    except OSError as e:
+        if e.errno not in (
+            errno.EPERM,
+            errno.EOPNOTSUPP,
+            errno.ENOTSUP,
+            errno.EXDEV,
+            errno.ENOSYS,
+            errno.EMLINK,
+        ):
+            raise
+        # No hard links on this file system (FAT, some network file systems): reserve the name, then move
+        # the finished file onto the reservation.
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise exists from None
+        os.replace(temp_name, target)
+    else:
+        os.unlink(temp_name)
+
+
 @contextmanager
-def output_file(path: str | None, source: str | None) -> Iterator[BinaryIO]:
-    """Yield a binary stream for the output: stdout for None, else a temporary file beside `path` that is
-    renamed to `path` on success and removed on any error or Ctrl-C. The source's mode and times are
-    copied, as gzip and zstd do."""
+def output_file(path: str | None, source: str | None, replace: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary stream for the output: stdout for None; an existing device or FIFO (a target given
+    with -o, see check_target) is written into; else a temporary file beside `path`, given its name on
+    success (replacing an existing file only with `replace`, see publish) and removed on any error,
+    Ctrl-C, SIGTERM or SIGHUP. The source's mode and times are copied, as gzip and zstd do; output made
+    from stdin gets 0666 less the umask."""
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
+    if is_special(path):
+        # no O_CREAT: if the device went away meanwhile, fail rather than leave a regular file there
+        with os.fdopen(os.open(path, os.O_WRONLY), "wb") as stream:
+            yield stream
+        return
     target = Path(path)
-    folder = target.parent
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    temp_name = b""
     try:
+        # (signals wait while the file is made and named here, so that a handler finds temp_name set)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            handle, temp_name = tempfile.mkstemp(
+                prefix=temporary_prefix(target), suffix=b".tmp", dir=os.fsencode(target.parent)
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         with os.fdopen(handle, "wb") as stream:
             yield stream
         if source is not None:
             info = os.stat(source)
             os.chmod(temp_name, info.st_mode & 0o7777)
             os.utime(temp_name, ns=(info.st_atime_ns, info.st_mtime_ns))
-        os.replace(temp_name, target)
+        else:
+            os.chmod(temp_name, new_file_mode())
+        publish(temp_name, target, replace)
     except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
+        if temp_name:
+            try:
+                os.unlink(temp_name)
+            except FileNotFoundError:
+                pass
         raise
 
 
 @contextmanager
 def input_file(name: str) -> Iterator[BinaryIO]:
+    """stdin for '-'; else the file, which must be a regular file or a FIFO (`<(command)`): a device
+    would be read without end or with side effects, as zstd and xz refuse it."""
     if name == STDIO:
         yield sys.stdin.buffer
         return
     if os.path.isdir(name):
         raise IsADirectoryError("is a directory")
+    readable = (stat.S_ISREG, stat.S_ISFIFO)
+    if os.path.exists(name) and not any(kind(os.stat(name).st_mode) for kind in readable):
+        raise ValueError("not a regular file -- ignored")
     with open(name, "rb") as stream:
+        if not any(kind(os.fstat(stream.fileno()).st_mode) for kind in readable):  # (replaced meanwhile)
+            raise ValueError("not a regular file -- ignored")
         yield stream
 
 
@@ -184,6 +318,7 @@ class Job:
     source: str  # a path or "-"
     target: str | None  # a path, or None for stdout
     problem: str | None = None  # known before starting, e.g. an unknown suffix: reported as a file error
+    named: bool = False  # the target was given with -o (a device or FIFO may then be written into)
 
 
 def plan_jobs(
@@ -202,7 +337,7 @@ def plan_jobs(
         if to_stdout or output == STDIO or (source == STDIO and output is None):
             jobs.append(Job(source, None))
         elif output is not None:
-            jobs.append(Job(source, output))
+            jobs.append(Job(source, output, named=True))
         else:
             target = name_output(source)
             problem = None if target else f"unknown suffix, expected {SUFFIX} (use -o NAME or -c)"
@@ -218,11 +353,17 @@ def check_terminals(jobs: list[Job], compressed_output: bool, compressed_input: 
 
 
 def check_target(job: Job, force: bool) -> None:
-    """Refuse input = output, and an existing output without -f. Raises FileExistsError / ValueError."""
+    """Refuse input = output, and an existing output without -f (checked again when the output gets its
+    name: see publish). A device or FIFO is written into when -o names it, and never replaced by a
+    file. Raises FileExistsError / ValueError."""
     if job.target is None:
         return
     if job.source != STDIO and same_file(job.source, job.target):
         raise ValueError(f"input and output are the same file ({job.target})")
+    if is_special(job.target):
+        if job.named:
+            return
+        raise ValueError(f"{job.target} exists and is not a regular file (name the output with -o)")
     if os.path.lexists(job.target):
         if not force:
             raise FileExistsError(f"{job.target} already exists (use -f to overwrite)")
@@ -252,7 +393,10 @@ def run_jobs(jobs: list[Job], settings: Settings, work: Callable[[Job], None], r
             check_target(job, settings.force)
             work(job)
             if remove_source and job.source != STDIO and job.target is not None:
-                os.unlink(job.source)
+                if is_special(job.target) or not os.path.isfile(job.source):
+                    say(f"{display(job.source)}: kept (the output is not a regular file)", settings)
+                else:
+                    os.unlink(job.source)
         except ShazipError as e:
             fail(display(job.source), e)
             status = EXIT_ERROR
@@ -280,6 +424,9 @@ def guarded(run: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         print("shazip: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except Terminated as e:
+        print(f"shazip: {signal.Signals(e.signum).name}: stopped", file=sys.stderr)
+        code = 128 + e.signum
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): say nothing, as other filters do, and point stdout at
         # /dev/null so that the interpreter's final flush does not complain either.
@@ -289,9 +436,21 @@ def guarded(run: Callable[[], int]) -> None:
 
 
 def make_settings(
-    model: Path | None, device: str, threads: int | None, quiet: bool, verbose: int, force: bool
-):
-    return Settings(model, check_device(device), threads, 0 if quiet else 1 + verbose, force)
+    model: Path | None,
+    device: str,
+    threads: int | None,
+    quiet: bool,
+    verbose: int,
+    force: bool,
+    memlimit: str = DEFAULT_MEMLIMIT_TEXT,
+) -> Settings:
+    try:
+        limit = runtime.parse_size(memlimit)
+    except ValueError as e:
+        raise UsageError(f"--memlimit: {e}") from None
+    if threads is not None and not 1 <= threads <= runtime.MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{runtime.MAX_THREADS}, got {threads}")
+    return Settings(model, check_device(device), threads, 0 if quiet else 1 + verbose, force, limit)
 
 
 # --- commands -------------------------------------------------------------------------------------------
@@ -319,13 +478,14 @@ def compress(
     no_model: Annotated[
         bool, typer.Option("--no-model", help="zstd/stored frames only: fast, and decodes without a model.")
     ] = False,
+    memlimit: MemLimit = DEFAULT_MEMLIMIT_TEXT,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Compress FILEs to FILE.shz (stdin to stdout with no FILE or '-')."""
 
     def run() -> int:
-        settings = make_settings(model, device, threads, quiet, verbose, force)
+        settings = make_settings(model, device, threads, quiet, verbose, force, memlimit)
         if rm and keep:
             raise UsageError("--rm and --keep contradict each other")
         jobs = plan_jobs(files, output, stdout, lambda name: name + SUFFIX)
@@ -344,7 +504,7 @@ def compress(
             started = time.monotonic()
             with (
                 input_file(job.source) as source,
-                output_file(job.target, None if job.source == STDIO else job.source) as sink,
+                output_file(job.target, None if job.source == STDIO else job.source, force) as sink,
                 progress_bar(settings, display(job.source), input_size(job.source)) as update,
             ):
                 encoder = StreamEncoder(
@@ -356,6 +516,7 @@ def compress(
                     device=settings.device,
                     threads=settings.threads,
                     progress=update,
+                    memlimit=settings.memlimit,
                 )
                 while chunk := source.read(1 << 20):
                     encoder.write(chunk)
@@ -399,6 +560,7 @@ def _decode(job: Job, settings: Settings, sink: BinaryIO | None) -> tuple[int, i
             device=settings.device,
             threads=settings.threads,
             progress=update,
+            memlimit=settings.memlimit,
         )
         for raw in decoder.frames():
             if sink is not None:
@@ -417,20 +579,21 @@ def decompress(
     model: ModelPath = None,
     device: Device = "auto",
     threads: Threads = None,
+    memlimit: MemLimit = DEFAULT_MEMLIMIT_TEXT,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Decompress FILE.shz to FILE (stdin to stdout with no FILE or '-')."""
 
     def run() -> int:
-        settings = make_settings(model, device, threads, quiet, verbose, force)
+        settings = make_settings(model, device, threads, quiet, verbose, force, memlimit)
         if rm and keep:
             raise UsageError("--rm and --keep contradict each other")
         jobs = plan_jobs(files, output, stdout, _decompressed_name)
         check_terminals(jobs, compressed_output=False, compressed_input=True, force=force)
 
         def work(job: Job) -> None:
-            with output_file(job.target, None if job.source == STDIO else job.source) as sink:
+            with output_file(job.target, None if job.source == STDIO else job.source, force) as sink:
                 raw, coded = _decode(job, settings, sink)
             say(f"{display(job.source)}: {ratio_text(raw, coded)}", settings, level=2)
 
@@ -445,13 +608,14 @@ def test(
     model: ModelPath = None,
     device: Device = "auto",
     threads: Threads = None,
+    memlimit: MemLimit = DEFAULT_MEMLIMIT_TEXT,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Decode FILE.shz files and verify every checksum; write nothing."""
 
     def run() -> int:
-        settings = make_settings(model, device, threads, quiet, verbose, False)
+        settings = make_settings(model, device, threads, quiet, verbose, False, memlimit)
         jobs = [Job(name, None) for name in files or [STDIO]]
         check_terminals(jobs, compressed_output=False, compressed_input=True, force=False)
 
@@ -464,14 +628,62 @@ def test(
     guarded(run)
 
 
+class FrameList:
+    """Every frame's header fields in compact arrays (about 20 bytes a frame: a stream may hold millions
+    of frames, and `info -v` lists them all)."""
+
+    def __init__(self) -> None:
+        from array import array
+
+        self.methods = array("B")
+        self.lanes = array("H")
+        self.raw = array("I")
+        self.coded = array("I")
+        self.crcs = array("I")
+
+    def add(self, frame: Any) -> None:
+        self.methods.append(frame.method)
+        self.lanes.append(frame.lanes)
+        self.raw.append(frame.raw_size)
+        self.coded.append(frame.coded_size)
+        self.crcs.append(frame.raw_crc32)
+
+    def __len__(self) -> int:
+        return len(self.methods)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from shazip.format import Method
+
+        for i in range(len(self)):
+            yield {
+                "method": Method(self.methods[i]).name.lower(),
+                "raw_size": self.raw[i],
+                "coded_size": self.coded[i],
+                "lanes": self.lanes[i],
+                "crc32": f"{self.crcs[i]:08x}",
+            }
+
+
+def memory_to_decode(header: Any) -> int | None:
+    """What decoding the stream needs (runtime.memory_needed), where the model is known without loading
+    another file: no model, or the embedded one. None otherwise."""
+    if not any(header.model_id):
+        return runtime.memory_needed(header).total
+    try:
+        model = runtime.load_model(None)
+    except Exception:  # (no embedded model: the need stays unknown)
+        return None
+    return runtime.memory_needed(header, model).total if model.model_id == header.model_id else None
+
+
 def info_record(name: str, list_frames: bool) -> dict[str, Any]:
     """What `shazip info` reports about one file, as plain data (also the --json output); with
-    `list_frames`, every frame too (under "frame_list")."""
-    from shazip.format import FrameHeader, scan
+    `list_frames`, every frame too (under "frame_list", a FrameList)."""
+    from shazip.format import scan
 
-    frames: list[FrameHeader] = []
+    frames = FrameList()
     with input_file(name) as stream:
-        info = scan(stream, (lambda index, frame: frames.append(frame)) if list_frames else None)
+        info = scan(stream, (lambda index, frame: frames.add(frame)) if list_frames else None)
     header, footer = info.header, info.footer
     coded = info.file_size
     raw = footer.total_size
@@ -488,18 +700,10 @@ def info_record(name: str, list_frames: bool) -> dict[str, Any]:
         "ratio": raw / coded if coded else None,
         "bits_per_byte": 8 * coded / raw if raw else None,
         "check": {"type": "blake2b-128", "value": footer.content_hash.hex()},
+        "memory_to_decode": memory_to_decode(header),
     }
     if list_frames:
-        record["frame_list"] = [
-            {
-                "method": f.method.name.lower(),
-                "raw_size": f.raw_size,
-                "coded_size": f.coded_size,
-                "lanes": f.lanes,
-                "crc32": f"{f.raw_crc32:08x}",
-            }
-            for f in frames
-        ]
+        record["frame_list"] = frames
     return record
 
 
@@ -508,11 +712,12 @@ def print_info(record: dict[str, Any], verbose: int) -> None:
     no_model = set(model["id"]) == {"0"}
     bpb = record["bits_per_byte"]
     ratio = record["ratio"]
+    memory = record["memory_to_decode"]
     by_method = ", ".join(f"{count} {method}" for method, count in sorted(record["methods"].items()))
     methods = f" ({by_method})" if by_method else ""
     lines = [
-        f"{record['file']}:",
-        f"  model        {'(none: stored/zstd frames only)' if no_model else model['name']}",
+        f"{printable(record['file'])}:",
+        f"  model        {'(none: stored/zstd frames only)' if no_model else printable(model['name'] or '')}",
         *([] if no_model else [f"  model id     {model['id']}"]),
         f"  format       .shz version {record['format_version']}, {record['lanes']} lanes, "
         f"frames of up to {record['frame_size']} bytes",
@@ -521,15 +726,32 @@ def print_info(record: dict[str, Any], verbose: int) -> None:
         f"  ratio        {ratio:.3f}" if ratio else "  ratio        -",
         f"  bits/byte    {bpb:.4f}" if bpb is not None else "  bits/byte    -",
         f"  check        {record['check']['type']} {record['check']['value']}",
+        f"  memory       {runtime.mib(memory)} to decode"
+        if memory
+        else "  memory       (depends on the model)",
     ]
+    print("\n".join(lines))
     if verbose:
-        lines.append("  frame  method  lanes       raw     coded   bits/byte  crc32")
+        print("  frame  method  lanes       raw     coded   bits/byte  crc32")
         for i, f in enumerate(record["frame_list"], 1):
-            lines.append(
+            print(
                 f"  {i:5d}  {f['method']:6s}  {f['lanes']:5d}  {f['raw_size']:8d}  {f['coded_size']:8d}"
                 f"  {8 * f['coded_size'] / f['raw_size']:10.4f}  {f['crc32']}"
             )
-    print("\n".join(lines))
+
+
+def json_text(record: dict[str, Any], indent: str = "") -> Iterator[str]:
+    """The record as indented JSON, in pieces: a frame list is written frame by frame, never whole."""
+    frames = record.get("frame_list")
+    plain = {k: v for k, v in record.items() if k != "frame_list"}
+    text = json.dumps(plain, indent=2).replace("\n", "\n" + indent)
+    if frames is None:
+        yield text
+        return
+    yield text[:-2] + f',\n{indent}  "frame_list": ['  # (text ends with "\n}")
+    for i, frame in enumerate(frames):
+        yield ("," if i else "") + f"\n{indent}    " + json.dumps(frame)
+    yield f"\n{indent}  ]\n{indent}}}"
 
 
 @app.command()
@@ -538,13 +760,15 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Show frames, sizes, ratio, bits per byte, model and check of .shz files, without decoding."""
+    """Show frames, sizes, ratio, bits per byte, model, check and the memory decoding needs, without
+    decoding."""
 
     def run() -> int:
         from shazip.format import ShazipError
 
         status = EXIT_OK
-        records = []
+        single = len(files) == 1
+        written = 0
         for name in files:
             try:
                 record = info_record(name, list_frames=verbose > 0)
@@ -552,16 +776,21 @@ def info(
                 fail(display(name), e)
                 status = EXIT_ERROR
                 continue
-            except OSError as e:
-                fail(display(name), e.strerror or e)
+            except (OSError, ValueError) as e:
+                fail(display(name), e.strerror if isinstance(e, OSError) and e.strerror else e)
                 status = EXIT_ERROR
                 continue
-            if as_json:
-                records.append(record)
-            else:
+            if not as_json:
                 print_info(record, verbose)
+                continue
+            # one object for one file, else a list, written as each file is read
+            if not single:
+                sys.stdout.write("[\n  " if written == 0 else ",\n  ")
+            for piece in json_text(record, "" if single else "  "):
+                sys.stdout.write(piece)
+            written += 1
         if as_json:
-            print(json.dumps(records[0] if len(files) == 1 and records else records, indent=2))
+            sys.stdout.write("\n" if single and written else ("\n]\n" if written else "[]\n"))
         return status
 
     guarded(run)
@@ -583,6 +812,7 @@ def _main(
 
 
 def main() -> None:
+    handle_termination()
     app(prog_name="shazip")
 
 

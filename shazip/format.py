@@ -9,6 +9,9 @@ No model and no torch here: everything in this module works on bytes, so `shazip
     end      method=0xFF(1) flags(1) reserved(2) frame_count(4) total_size(8) blake2b-128(16) crc32(4)
              trailing magic(8)
 
+From version 2 on, a frame header's and the footer's crc32 also cover the block's place in the stream
+(frame index, offset), so a frame moved, dropped or repeated fails at its own header.
+
 Written in one pass over input of unknown length (nothing in the header depends on what follows) and
 read in one pass (every length is known before the bytes it describes).
 """
@@ -18,14 +21,15 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import BinaryIO
 
 MAGIC = b"\x89SHZ\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CR LF, ^Z and LF catch mangled transfers
 TRAILING_MAGIC = b"\x89ZHS\n\x1a\n\r"  # the last 8 bytes of every complete .shz file
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this shazip writes
+READ_VERSIONS = (1, 2)  # what it reads
 
 MAX_LANES = 8192
 LZMA_DICT_SIZE = 8 << 20  # the dictionary of LZMA frames (writer and reader)
@@ -39,10 +43,17 @@ _HEADER_FIXED = struct.Struct("<8sBBHI32sB")  # magic .. name_len (49 bytes), th
 _FRAME = struct.Struct("<BBHIIII")  # method .. coded_crc32 (20 bytes), then crc32
 _FOOTER = struct.Struct("<BBHIQ16s")  # method=END .. content hash (32 bytes), then crc32, trailing magic
 _U32 = struct.Struct("<I")
+_PLACE = struct.Struct("<IQ")  # version 2: frame index (the footer: frame count), stream offset of the block
 
 FRAME_HEADER_SIZE = _FRAME.size + 4  # 24
 FOOTER_SIZE = _FOOTER.size + 4 + len(TRAILING_MAGIC)  # 44
 MIN_HEADER_SIZE = _HEADER_FIXED.size + 4  # 53
+
+# A model frame's range coder gives every symbol at least 1/2**24 of its range (constriction's 24-bit
+# quantisation, every entry >= 1), so a symbol costs at least -log2(1 - 255/2**24) > 2**-15.6 bits and a
+# 32-bit word holds fewer than 1,459,400 symbols. A model frame claiming more symbols than this many per
+# payload word (plus the two words of coder state) cannot be genuine: refused before any model time.
+MODEL_SYMBOLS_PER_WORD = 1 << 21
 
 
 class Method(IntEnum):
@@ -111,11 +122,35 @@ class ModelError(ShazipError):
     """A model file could not be loaded or used."""
 
 
+class MemoryLimitError(ShazipError):
+    """Decoding (or writing) the stream would need more memory than the limit allows."""
+
+
 # --- checksums ----------------------------------------------------------------------------------------
 
 
 def crc32(data: bytes | bytearray | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def block_crc(body: bytes | bytearray | memoryview, version: int, index: int, offset: int) -> int:
+    """The CRC-32 that ends a frame header or the footer. Version 1: of the body alone. Version 2: of the
+    body followed by `index` (uint32: the frame's number counted from 1; for the footer, the frame count)
+    and `offset` (uint64: where the block starts, in bytes from the start of the stream), so that a block
+    that is not where the writer put it fails its own check (docs/format.md)."""
+    crc = zlib.crc32(body)
+    if version >= 2:
+        crc = zlib.crc32(_PLACE.pack(index, offset), crc)
+    return crc & 0xFFFFFFFF
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control characters (escape sequences, carriage returns,
+    backspaces), bidirectional overrides and other non-printable characters become \\xNN / \\uNNNN, as
+    repr() writes them; letters of any script stay. For names read from files."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def content_hasher() -> hashlib._Hash:
@@ -137,6 +172,8 @@ class StreamHeader:
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        if self.version not in READ_VERSIONS:
+            raise ValueError(f"format version must be one of {READ_VERSIONS}, got {self.version}")
         if not 1 <= self.lanes <= MAX_LANES:
             raise ValueError(f"lanes must be in 1..{MAX_LANES}, got {self.lanes}")
         if not 1 <= self.frame_size <= MAX_FRAME_SIZE:
@@ -173,10 +210,10 @@ def read_header(stream: BinaryIO, magic: bytes | None = None) -> StreamHeader:
     rest = read_exact(stream, _HEADER_FIXED.size - len(MAGIC), "the header")
     _, version, flags, lanes, frame_size, model_id, name_len = _HEADER_FIXED.unpack(magic + rest)
     # The version is checked before the checksum: a later version may lay out its header differently.
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"unsupported format version {version} (this shazip reads version {FORMAT_VERSION})"
-        )
+    if version not in READ_VERSIONS:
+        known = " and ".join(map(str, READ_VERSIONS))
+        newer = ": written by a newer shazip?" if version > max(READ_VERSIONS) else ""
+        raise FormatError(f"unsupported format version {version} (this shazip reads versions {known}){newer}")
     name = read_exact(stream, name_len, "the header")
     stored_crc = _U32.unpack(read_exact(stream, 4, "the header"))[0]
     if crc32(magic + rest + name) != stored_crc:
@@ -205,7 +242,8 @@ class FrameHeader:
     coded_crc32: int = 0
     flags: int = 0  # FrameFlag bits, model frames only
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, index: int, offset: int, version: int = FORMAT_VERSION) -> bytes:
+        """The 24-byte frame header of frame number `index` (from 1) starting at stream offset `offset`."""
         body = _FRAME.pack(
             self.method,
             self.flags,
@@ -215,7 +253,7 @@ class FrameHeader:
             self.raw_crc32,
             self.coded_crc32,
         )
-        return body + _U32.pack(crc32(body))
+        return body + _U32.pack(block_crc(body, version, index, offset))
 
     def validate(self, header: StreamHeader, index: int) -> None:
         """Check the fields against the stream header; raise FormatError naming the frame."""
@@ -249,6 +287,11 @@ class FrameHeader:
                 raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
             if not 4 <= self.coded_size < self.raw_size or self.coded_size % 4:
                 raise bad(f"model frame coded size {self.coded_size} invalid")
+            crlf = bool(self.flags & FrameFlag.CRLF_AS_LF)
+            words = self.coded_size // 4 - crlf  # (the CRLF prefix is one word)
+            symbols = (self.raw_size + 1) // 2 if crlf else self.raw_size  # (CR LF -> LF at most halves it)
+            if symbols > MODEL_SYMBOLS_PER_WORD * (words + 2):
+                raise bad(f"{self.coded_size}-byte payload too small for {self.raw_size} bytes")
         elif self.method == Method.MIX:
             if not 1 <= self.lanes <= header.lanes:
                 raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
@@ -265,13 +308,15 @@ class Footer:
     total_size: int
     content_hash: bytes
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, offset: int, version: int = FORMAT_VERSION) -> bytes:
+        """The end marker and footer, starting at stream offset `offset`."""
         body = _FOOTER.pack(Method.END, 0, 0, self.frame_count, self.total_size, self.content_hash)
-        return body + _U32.pack(crc32(body)) + TRAILING_MAGIC
+        return body + _U32.pack(block_crc(body, version, self.frame_count, offset)) + TRAILING_MAGIC
 
 
-def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
-    """Read the next frame header (frame number `index`, counted from 1) or the end-of-stream footer."""
+def read_block(stream: BinaryIO, index: int, offset: int, version: int) -> FrameHeader | Footer:
+    """Read the next block: the header of frame number `index` (counted from 1) or the end-of-stream
+    footer (after index - 1 frames), starting at stream offset `offset` of a stream of format `version`."""
     first = read_exact(stream, FRAME_HEADER_SIZE, f"frame {index} header", allow_empty=True)
     if not first:
         raise TruncatedError(f"truncated (no end-of-stream footer after {index - 1} frames)")
@@ -281,7 +326,7 @@ def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
         rest = read_exact(stream, FOOTER_SIZE - FRAME_HEADER_SIZE, "the footer")
         data = first + rest
         body, stored_crc, trailing = data[: _FOOTER.size], data[_FOOTER.size : _FOOTER.size + 4], data[-8:]
-        if crc32(body) != _U32.unpack(stored_crc)[0]:
+        if block_crc(body, version, index - 1, offset) != _U32.unpack(stored_crc)[0]:
             raise ChecksumError("corrupt footer (checksum)")
         if trailing != TRAILING_MAGIC:
             raise FormatError("corrupt footer (trailing magic)")
@@ -290,7 +335,8 @@ def read_block(stream: BinaryIO, index: int) -> FrameHeader | Footer:
             raise FormatError("reserved footer bits set")
         return Footer(frame_count, total_size, content_hash)
     method, flags, lanes, raw_size, coded_size, raw_crc, coded_crc = _FRAME.unpack(first[: _FRAME.size])
-    if crc32(first[: _FRAME.size]) != _U32.unpack(first[_FRAME.size :])[0]:
+    if block_crc(first[: _FRAME.size], version, index, offset) != _U32.unpack(first[_FRAME.size :])[0]:
+        # (from version 2 on this is also what a frame moved, dropped or repeated looks like)
         raise ChecksumError(f"corrupt frame {index} (header checksum)")
     try:
         method = Method(method)
@@ -358,10 +404,15 @@ class FrameWalk:
         self.tally = FrameTally()
         self.footer: Footer | None = None
 
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next block."""
+        return self.header.size + self.tally.coded_size
+
     def __iter__(self) -> Iterator[tuple[int, FrameHeader]]:
         while True:
             index = self.tally.frames + 1
-            block = read_block(self.stream, index)
+            block = read_block(self.stream, index, self.offset, self.header.version)
             if isinstance(block, Footer):
                 check_footer(block, self.tally.frames, self.tally.raw_size)
                 self.footer = block
@@ -413,6 +464,18 @@ def frame_headers(stream: BinaryIO) -> list[FrameHeader]:
     frames: list[FrameHeader] = []
     scan(stream, lambda index, frame: frames.append(frame))
     return frames
+
+
+def assemble(header: StreamHeader, frames: Iterable[tuple[FrameHeader, bytes]], footer: Footer) -> bytes:
+    """A whole stream from its parts, each block's checksum bound to its place (for tools and tests that
+    build streams by hand; the encoder writes the same bytes as it goes)."""
+    parts = [header.to_bytes()]
+    offset = header.size
+    for index, (frame, payload) in enumerate(frames, 1):
+        parts += [frame.to_bytes(index, offset, header.version), payload]
+        offset += FRAME_HEADER_SIZE + len(payload)
+    parts.append(footer.to_bytes(offset, header.version))
+    return b"".join(parts)
 
 
 def check_footer(footer: Footer, frame_count: int, total_size: int) -> None:

@@ -24,6 +24,10 @@ PROGRESS_EVERY_STEPS = 256
 # The in-file models of a MODEL frame that the last writer of that method set (and CRLF_AS_LF where it
 # applied).
 MODEL_FLAGS = FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2
+# What the decoder appends to a MODEL payload: constriction's encoder leaves out the last word of its state
+# (a zero, which its decoder supplies), so a genuine payload makes the decoder read at most one word past
+# its end. The first zero here is that word; a decoder that has also read the second has run out of payload.
+_PAYLOAD_END = np.zeros(2, dtype=np.uint32)
 
 EngineFactory = Callable[[Any, str, "int | None"], Any]  # (model, device, threads) -> engine
 Layout = tuple[int, int, int]  # (run, full, rest): see format.lane_layout
@@ -37,6 +41,16 @@ def crlf_as_lf_applies(raw: bytes) -> bool:
     LF -> CR LF (a CR not followed by LF stays as it is)."""
     crlf = raw.count(b"\r\n")
     return crlf > 0 and raw.count(b"\n") == crlf
+
+
+def payload_bits_budget(words: int) -> float:
+    """The most information (in bits, measured on the tables the decoder hands the coder) that a genuine
+    payload of `words` 32-bit words can hold. The coder's range starts below 2**64 and shrinks by each
+    symbol's quantised probability; it emits a word per 32 bits and one word when sealed, so the symbols'
+    quantised costs add up to at most 32 * (words + 1) bits. A symbol's quantised cost is at least 95% of
+    its cost on the unquantised table (tables with entries >= 1 summing to <= 2**24; the extreme, an entry
+    of 1 in 2**24, costs 23 instead of 24 bits), so this budget holds every genuine payload."""
+    return (32 * (words + 2) + 64) / 0.9
 
 
 def _coder_model() -> Any:
@@ -258,15 +272,26 @@ class ModelFrameCoder:
         from shazip.infile import InFileModels
 
         family = _coder_model()
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        decoder = constriction.stream.queue.RangeDecoder(words)
+        words = np.frombuffer(payload, dtype="<u4")
+        decoder = constriction.stream.queue.RangeDecoder(np.concatenate([words, _PAYLOAD_END]))
+        budget = payload_bits_budget(len(words))
+        spent = 0.0
         in_file = InFileModels(grid, *lane_layout(n, grid.shape[1]), flags)
 
         def code(t: int, active: int, layout: Layout, tables: np.ndarray):  # noqa: ANN202
+            nonlocal spent
+            tables = in_file.tables(t, tables, active)
             try:
-                grid[t, :active] = decoder.decode(family, in_file.tables(t, tables, active))
+                symbols = decoder.decode(family, tables)
             except Exception as e:  # a corrupt payload can drive the decoder past its data
                 raise ChecksumError(f"corrupt frame {index} (model payload: {e})") from None
+            grid[t, :active] = symbols
+            # A decoder that runs out of payload stops here, not after raw_size bytes of model time: it
+            # has read past the word a genuine payload may lack, or its symbols carry more information
+            # than the payload's bits can.
+            spent += float(np.sum(np.log2(tables.sum(axis=1)) - np.log2(tables[np.arange(active), symbols])))
+            if decoder.maybe_exhausted() or spent > budget:
+                raise ChecksumError(f"corrupt frame {index} (model payload ends too soon, at step {t})")
             return grid[t, :active], functools.partial(in_file.update, t, active)
 
         self._steps(grid, n, code, progress)

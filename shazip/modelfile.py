@@ -24,6 +24,14 @@ FORMAT_VERSION = 1
 # Only integer tensors: a model file never carries a float that the engine could evaluate differently.
 ALLOWED_DTYPES = (np.int8, np.int16, np.int32, np.int64, np.uint8)
 
+# The largest model a file may describe (docs/format.md, "Limits"). d_model is bounded by the engine's
+# exact GEMMs (fixed_point.MAX_EXACT_FLOAT32_DEPTH); the others bound a model's size and its per-lane state.
+MAX_BLOCKS = 16
+MAX_BOOM_FACTOR = 16  # d_boom <= 16 * d_model: a Boom sum of that many chunks stays far inside int64
+MAX_MEMORY = 1 << 16  # attention window (the ring holds memory + 1 vectors per lane)
+# Quantisation parameters that describe the export and that the engine does not read.
+INFORMATIONAL_QUANT = ("scheme", "calibration_bytes", "calibration_max")
+
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: missing, damaged, truncated, foreign or of an unknown version."""
@@ -76,6 +84,9 @@ class ModelFile:
                 f"{expected.hex()} (the file is damaged or was edited)"
             )
         self.model_id = expected
+        # The identity only says the file is self-consistent: anyone can make such a file. What the
+        # engine reads must also be what it expects, or its kernels would read outside their tables.
+        validate_model(self.config, self.quant, self.tensors)
 
     def compute_id(self) -> bytes:
         return compute_model_id(
@@ -131,6 +142,8 @@ class ModelFile:
         if not isinstance(header, dict):
             raise ModelFileError(f"{source}: not a shazip model file (header is not a JSON object)")
         meta = header.get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{source}: not a shazip model file (metadata is not a JSON object)")
         if meta.get("format") != FORMAT:
             raise ModelFileError(f"{source}: not a shazip model file (format={meta.get('format')!r})")
         version = meta.get("format_version")
@@ -139,7 +152,10 @@ class ModelFile:
                 f"{source}: model file format version {version} is not supported (expected {FORMAT_VERSION})"
             )
         data_len = len(raw) - 8 - header_len
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        try:
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ModelFileError(f"{source}: damaged model file (tensor entries without offsets)") from None
         if ends and max(ends) > data_len:
             raise ModelFileError(
                 f"{source}: model file is truncated ({data_len} data bytes, {max(ends)} expected)"
@@ -150,7 +166,7 @@ class ModelFile:
             quant = json.loads(meta["quant"])
             card = json.loads(meta.get("card", "{}"))
             model_id = bytes.fromhex(meta["model_id"])
-        except (KeyError, ValueError, TypeError) as e:
+        except Exception as e:  # (safetensors' own errors too: every way a crafted file can be unreadable)
             raise ModelFileError(f"{source}: damaged model file ({type(e).__name__}: {e})") from None
         try:
             return cls(
@@ -169,3 +185,163 @@ class ModelFile:
         return ModelFile(
             config=self.config, quant=self.quant, tensors=self.tensors, name=self.name, card=card
         )
+
+
+# --- what a model file must hold -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one tensor or quantisation parameter must be: integers in lo..hi; tensors also a shape and one
+    of some dtypes."""
+
+    lo: int
+    hi: int
+    shape: tuple[int, ...] = ()
+    dtypes: tuple[str, ...] = ()
+
+
+def check_config(config: ModelConfig) -> None:
+    """The architecture's fields: integers within the limits the engine and the format allow."""
+    from shazip.engine.fixed_point import MAX_EXACT_FLOAT32_DEPTH, VOCAB
+
+    for name in ("n_blocks", "d_model", "d_boom", "memory", "attn_block", "vocab_size"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ModelFileError(f"config {name} is not an integer ({value!r})")
+    limits = {
+        "n_blocks": (1, MAX_BLOCKS),
+        "d_model": (1, MAX_EXACT_FLOAT32_DEPTH),
+        "d_boom": (config.d_model, MAX_BOOM_FACTOR * config.d_model),
+        "memory": (1, MAX_MEMORY),
+        "vocab_size": (VOCAB, VOCAB),
+    }
+    for name, (lo, hi) in limits.items():
+        value = getattr(config, name)
+        if not lo <= value <= hi:
+            raise ModelFileError(f"config {name} = {value} outside {lo}..{hi}")
+
+
+def expected_contents(config: ModelConfig) -> tuple[dict[str, Rule], dict[str, Rule]]:
+    """Every tensor and every quantisation parameter the engine reads for `config`, with its rule
+    (docs/engine.md has the formulas). The bounds keep every index inside its table and every product
+    inside int64: GEMM sums are below 2**24 (int8 values, d_model <= 1040), LayerNorm values below 2**19,
+    Q15 activations below 2**15, Boom sums below 2**28, so with multipliers below 2**32, LayerNorm gains
+    below 2**40 and offsets below 2**60 no intermediate reaches 2**63."""
+    from shazip.engine import fixed_point as fp
+
+    d, boom, vocab = config.d_model, config.d_boom, config.vocab_size
+    weight = ("int8",)
+    wide = ("int64", "int32")
+    table = ("int16", "int32")
+    mult, offset = 1 << 32, 1 << 60
+    shift = Rule(0, 62)
+    eps = Rule(0, (1 << 40) - 1)
+
+    def channels(n: int, bound: int) -> Rule:
+        return Rule(-bound + 1, bound - 1, (n,), wide)
+
+    tensors: dict[str, Rule] = {}
+    quant: dict[str, Rule] = {}
+
+    def ln_target(name: str) -> None:  # a LayerNorm's affine target: gain and offset per channel
+        tensors[name + "_g"] = channels(d, 1 << 40)
+        tensors[name + "_b"] = channels(d, offset)
+
+    def scalar_requant(name: str) -> None:
+        quant[name + "_m"] = Rule(-mult + 1, mult - 1)
+        quant[name + "_b"] = Rule(-offset + 1, offset - 1)
+        quant[name + "_shift"] = shift
+
+    for i in range(config.n_blocks):
+        p = f"b{i}."
+        if i == 0:
+            tensors[p + "start8_table"] = Rule(-fp.INT8_MAX, fp.INT8_MAX, (vocab, d), weight)
+            tensors[p + "startres_table"] = Rule(-fp.RES_MAX, fp.RES_MAX, (vocab, d), ("int32",))
+        else:
+            quant[p + "ln_start_eps"] = eps
+            ln_target(p + "start8")
+            ln_target(p + "startres")
+        tensors[p + "wih"] = Rule(-fp.INT8_MAX, fp.INT8_MAX, (4 * d, d), weight)
+        tensors[p + "whh"] = Rule(-fp.INT8_MAX, fp.INT8_MAX, (4 * d, d), weight)
+        tensors[p + "z_mx"] = channels(4 * d, mult)
+        tensors[p + "z_mh"] = channels(4 * d, mult)
+        tensors[p + "z_b"] = channels(4 * d, offset)
+        quant[p + "z_shift"] = shift
+        scalar_requant(p + "h")
+        if i == config.attn_index:
+            quant[p + "ln_a_eps"] = eps
+            for target in ("mem8", "mid8", "attres", "q8"):
+                ln_target(p + target)
+            tensors[p + "wq"] = Rule(-fp.INT8_MAX, fp.INT8_MAX, (d, d), weight)
+            tensors[p + "qp_m"] = channels(d, mult)
+            tensors[p + "qp_b"] = channels(d, offset)
+            quant[p + "qp_shift"] = shift
+            quant[p + "ln_q_eps"] = eps
+            scalar_requant(p + "att")
+            tensors[p + "att_exp_lut"] = Rule(0, 1 << 15, (fp.ATT_EXP_SIZE,), table)
+            tensors[p + "ao_m"] = channels(d, mult)
+            quant[p + "ao_b"] = Rule(-offset + 1, offset - 1)
+            quant[p + "ao_shift"] = shift
+        quant[p + "ln_ff_eps"] = eps
+        ln_target(p + "ffres")
+        ln_target(p + "xff8")
+        tensors[p + "wup"] = Rule(-fp.INT8_MAX, fp.INT8_MAX, (boom, d), weight)
+        tensors[p + "u_m"] = channels(boom, mult)
+        tensors[p + "u_b"] = channels(boom, offset)
+        quant[p + "u_shift"] = shift
+        tensors[p + "gelu_lut"] = Rule(-fp.BOOM_CLAMP, fp.BOOM_CLAMP, (2 * fp.GELU_RANGE + 1,), table)
+        scalar_requant(p + "boom")
+    scalar_requant("fin")
+    tensors["wout"] = Rule(-fp.INT8_MAX, fp.INT8_MAX, (vocab, d), weight)
+    tensors["logit_m"] = channels(vocab, mult)
+    tensors["logit_b"] = channels(vocab, offset)
+    quant["logit_shift"] = shift
+    tensors["logit_exp_lut"] = Rule(0, fp.TABLE_TOTAL, (fp.LOGIT_EXP_SIZE,), table)
+    tensors["sigmoid_lut"] = Rule(0, 1 << fp.ACT_Q, (2 * fp.GATE_RANGE,), table)
+    tensors["tanh_lut"] = Rule(-(1 << fp.ACT_Q), 1 << fp.ACT_Q, (2 * fp.GATE_RANGE,), table)
+    return tensors, quant
+
+
+def validate_model(config: ModelConfig, quant: object, tensors: dict[str, np.ndarray]) -> None:
+    """Raise ModelFileError (one line naming the tensor or parameter) unless the model holds exactly the
+    tensors and quantisation parameters its config needs, each of the right dtype, shape and range."""
+    from shazip.engine.fixed_point import QUANT_SCHEME
+
+    check_config(config)
+    if not isinstance(quant, dict):
+        raise ModelFileError("quantisation parameters are not a JSON object")
+    if quant.get("scheme") != QUANT_SCHEME:
+        raise ModelFileError(f"quantisation scheme {quant.get('scheme')!r} is not {QUANT_SCHEME!r}")
+    tensor_rules, quant_rules = expected_contents(config)
+    for name in sorted(tensor_rules.keys() - tensors.keys()):
+        raise ModelFileError(f"missing tensor {name!r}")
+    for name in sorted(tensors.keys() - tensor_rules.keys()):
+        raise ModelFileError(f"unexpected tensor {name!r} (not part of this architecture)")
+    for name in sorted(quant_rules.keys() - quant.keys()):
+        raise ModelFileError(f"missing quantisation parameter {name!r}")
+    for name in sorted(quant.keys() - quant_rules.keys() - set(INFORMATIONAL_QUANT)):
+        raise ModelFileError(f"unexpected quantisation parameter {name!r}")
+    for name, rule in tensor_rules.items():
+        arr = tensors[name]
+        if arr.dtype.name not in rule.dtypes:
+            expected = " or ".join(rule.dtypes)
+            raise ModelFileError(f"tensor {name!r} has dtype {arr.dtype}, expected {expected}")
+        if arr.shape != rule.shape:
+            raise ModelFileError(f"tensor {name!r} has shape {arr.shape}, expected {rule.shape}")
+        low, high = int(arr.min()), int(arr.max())
+        if low < rule.lo or high > rule.hi:
+            raise ModelFileError(f"tensor {name!r} holds values outside {rule.lo}..{rule.hi} ({low}..{high})")
+    for name, rule in quant_rules.items():
+        value = quant[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ModelFileError(f"quantisation parameter {name!r} is not an integer ({value!r})")
+        if not rule.lo <= value <= rule.hi:
+            raise ModelFileError(f"quantisation parameter {name!r} = {value} outside {rule.lo}..{rule.hi}")
+    # Softmax totals are divisors: the largest logit and the top attention score must get a weight >= 1.
+    if tensors["logit_exp_lut"][0] < 1:
+        raise ModelFileError("tensor 'logit_exp_lut' starts with 0 (the top logit's weight must be >= 1)")
+    p = f"b{config.attn_index}."
+    top = min(max(quant[p + "att_b"] >> quant[p + "att_shift"], 0), len(tensors[p + "att_exp_lut"]) - 1)
+    if tensors[p + "att_exp_lut"][top] < 1:
+        raise ModelFileError(f"tensor '{p}att_exp_lut' gives the top attention score weight 0")

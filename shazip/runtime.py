@@ -7,12 +7,13 @@ Nothing here imports torch unless a GPU may be present and the device is "auto".
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shazip.format import ModelError
 
-MAX_THREADS = 1024  # more is a typo: refused before any thread is started
+MAX_THREADS = 256  # more is a typo (zstd stops at 200): refused before any thread is started
 
 
 def prepare_openmp() -> None:
@@ -43,7 +44,8 @@ def load_model(model: Any = None) -> Any:
     except FileNotFoundError:
         raise ModelError(f"model file not found: {path}") from None
     except Exception as e:  # ModelFileError and anything safetensors raises: name the file and the cause
-        raise ModelError(f"cannot load model {path}: {e}") from None
+        problem = str(e).removeprefix(f"{path}: ")
+        raise ModelError(f"cannot load model {path}: {problem}") from None
 
 
 def gpu_may_be_present() -> bool:
@@ -85,3 +87,126 @@ def default_engine_factory(model: Any, device: str, threads: int | None) -> Any:
     from shazip.engine import Engine
 
     return Engine(model, device=device, threads=threads)
+
+
+# --- memory: what a stream needs, computed from its header before anything large is allocated ----------
+#
+# Every allocation that grows with a setting is here, so a decoder can refuse a stream whose header asks
+# for more than its limit (as xz's --memlimit) and the format can document the bound (docs/format.md,
+# "Memory"). The program itself (interpreter, numpy, numba's compiled code, zstd) comes on top: about
+# 160 MB on CPU, more when torch loads for a GPU.
+
+DEFAULT_MEMLIMIT = 512 << 20  # bytes; a stream whose need is larger is refused unless the limit is raised
+# Copies of a frame's size a reader holds at once: stored/zstd frames the payload, the raw bytes and the
+# caller's; model frames also the coder's words, the lane grid, its transposed copy and (CRLF) the text.
+PLAIN_FRAME_COPIES = 3
+MODEL_FRAME_COPIES = 7
+# The in-file models of one model frame (shazip/infile), the largest flag combination a reader knows
+# (match model + context counts version 2; version 1 needs less in total, more per lane): fixed tables,
+# then per lane. tests/test_memory_limits.py checks them against the arrays the models allocate.
+IN_FILE_TABLE_BYTES = 227_700_000
+IN_FILE_LANE_BYTES = 8_300
+CODER_LANE_BYTES = 4_096  # per lane: the step's table copies on their way to the range coder
+LZMA_DECODER_BYTES = 9 << 20  # an LZMA frame's decoder: its 8 MiB dictionary and state
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """The most memory (bytes) that decoding a stream allocates, by part."""
+
+    frames: int  # frame buffers
+    engine: int = 0  # every lane's state (LSTM, attention ring, table) and the step's scratch
+    tables: int = 0  # a frame's models learning the frame: a mixing model, or a model frame's in-file models
+    model: int = 0  # the model's weights as the engine holds them
+    lanes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.frames + self.engine + self.tables + self.model
+
+    def describe(self) -> str:
+        parts = [f"frames {mib(self.frames)}"]
+        if self.lanes:
+            parts.append(f"{self.lanes} lanes {mib(self.engine)}")
+        parts.append(f"frame models {mib(self.tables)}")
+        if self.lanes:
+            parts.append(f"model {mib(self.model)}")
+        return ", ".join(parts)
+
+
+def mib(n: int) -> str:
+    return f"{-(-n // (1 << 20))} MiB"
+
+
+def engine_lane_bytes(config: Any) -> int:
+    """One lane's engine state (shazip.engine.state.EngineState: int8 h and int32 cell per block, the
+    attention ring of memory + 1 int8 vectors, the position, the int32 table) plus its share of a step's
+    scratch (GEMM results, residuals, the Boom's up-projection)."""
+    d, blocks = config.d_model, config.n_blocks
+    state = blocks * d * (1 + 4) + (config.memory + 1) * d + 8 + 256 * 4
+    scratch = 4 * (2 * 4 * d + 5 * d + config.d_boom)
+    return state + scratch
+
+
+def model_bytes(model: Any) -> int:
+    """The model's tensors as the engine holds them: the file's integers plus the backend's copies (the
+    torch path holds weights as float32: at most four times their size)."""
+    tensors = getattr(model, "tensors", {})
+    return 5 * sum(int(getattr(t, "nbytes", 0)) for t in tensors.values())
+
+
+def memory_needed(header: Any, model: Any = None) -> MemoryNeed:
+    """What decoding a stream with this header (shazip.format.StreamHeader) needs at most, with `model`
+    (the one its model_id names; None for streams without model frames)."""
+    from shazip.mixing import state_bytes
+
+    # Any frame may be a CM frame (the mixing model on one lane) or an LZMA frame.
+    frame_models = max(state_bytes(1, header.frame_size), LZMA_DECODER_BYTES)
+    if not any(header.model_id):  # (no model: no frame needs the network)
+        return MemoryNeed(frames=PLAIN_FRAME_COPIES * header.frame_size, tables=frame_models)
+    config = getattr(model, "config", None)
+    lanes = header.lanes
+    # A frame with the network is a MIX frame (the mixing model on every lane) or an older model frame
+    # (the in-file models): the larger of the two.
+    in_file = IN_FILE_TABLE_BYTES + lanes * IN_FILE_LANE_BYTES
+    tables = max(frame_models, state_bytes(lanes, header.frame_size), in_file)
+    per_lane = CODER_LANE_BYTES + (engine_lane_bytes(config) if config else 0)
+    return MemoryNeed(
+        frames=MODEL_FRAME_COPIES * header.frame_size,
+        engine=lanes * per_lane,
+        tables=tables,
+        model=model_bytes(model),
+        lanes=lanes,
+    )
+
+
+def check_memory(header: Any, model: Any, limit: int | None, what: str = "decode") -> MemoryNeed:
+    """The stream's need; MemoryLimitError if it exceeds `limit` (None: no limit)."""
+    from shazip.format import MemoryLimitError
+
+    need = memory_needed(header, model)
+    if limit is not None and need.total > limit:
+        raise MemoryLimitError(
+            f"needs {mib(need.total)} of memory to {what} ({need.describe()}), more than the limit of "
+            f"{mib(limit)} (--memlimit)"
+        )
+    return need
+
+
+def parse_size(text: str) -> int | None:
+    """'512MiB', '1G', '300M', '1000000' -> bytes; '0' or 'max' -> None (no limit). Units: K, M, G, T
+    (powers of 1024, with or without 'iB'/'B')."""
+    value = text.strip().lower()
+    if value in ("0", "max", "none"):
+        return None
+    for suffix in ("ib", "b"):
+        if value.endswith(suffix) and value[: -len(suffix)][-1:] in ("k", "m", "g", "t"):
+            value = value[: -len(suffix)]
+            break
+    scale = 1
+    if value[-1:] in ("k", "m", "g", "t"):
+        scale = 1 << (10 * ("kmgt".index(value[-1]) + 1))
+        value = value[:-1]
+    if not value.isdigit():
+        raise ValueError(f"not a size: {text!r} (examples: 512MiB, 2G, 0 for no limit)")
+    return int(value) * scale

@@ -35,11 +35,12 @@ from shazip.format import (
     TruncatedError,
     content_hasher,
     crc32,
+    printable,
     read_exact,
     read_header,
 )
 from shazip.model_frame import EngineFactory, ModelFrameCoder
-from shazip.runtime import load_model, resolve_device
+from shazip.runtime import DEFAULT_MEMLIMIT, check_memory, load_model, resolve_device, resolve_threads
 
 GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
 MIN_LANE_BYTES = levels.LEVELS[levels.DEFAULT_LEVEL].lane_bytes  # (the default level's)
@@ -101,6 +102,7 @@ class StreamEncoder:
         threads: int | None = None,
         progress: ProgressCallback | None = None,
         engine_factory: EngineFactory | None = None,
+        memlimit: int | None = DEFAULT_MEMLIMIT,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -116,9 +118,10 @@ class StreamEncoder:
         self.model = load_model(model) if uses_network else None
         self.requested_lanes = lanes
         self.device = device
-        self.threads = threads
+        self.threads = resolve_threads(threads)  # (ValueError beyond runtime.MAX_THREADS)
         self.progress = progress
         self.engine_factory = engine_factory
+        self.memlimit = memlimit
         # Until the header is written, the first frame is being gathered and the layout is undecided.
         self.frame_size = frame_size or self.preset.frame_size
         self.frame_size_fixed = frame_size is not None or self.model is None
@@ -155,9 +158,15 @@ class StreamEncoder:
                 self.device = resolve_device(self.device)
                 max_lanes = self._max_lanes(self.device)
             lanes = choose_lanes(known, max_lanes, self.preset.lane_bytes)
+        # No frame uses more lanes than it has bytes (n bytes over n or more lanes: the same layout), and
+        # `known` is a whole frame or the whole input: more lanes would only raise what a reader allocates.
+        lanes = min(lanes, max(1, known))
         model_id = NO_MODEL_ID if self.model is None else self.model.model_id
         name = "" if self.model is None else self.model.name
-        self.header = StreamHeader(lanes, self.frame_size, model_id, name)
+        header = StreamHeader(lanes, self.frame_size, model_id, name)
+        # A stream that readers with the same limit would refuse is not written.
+        check_memory(header, self.model, self.memlimit, "decode what this writes")
+        self.header = header
         self._emit(self.header.to_bytes())
         if self.model is not None:
             self.coder = ModelFrameCoder(self.model, lanes, self.device, self.threads, self.engine_factory)
@@ -216,7 +225,7 @@ class StreamEncoder:
             if self.buffer:
                 self._flush_frame()
             footer = Footer(self.tally.frames, self.raw_total, self.hasher.digest())
-            self._emit(footer.to_bytes())
+            self._emit(footer.to_bytes(self.coded_total, self.header.version))
         except BaseException:
             self.failed = True
             raise
@@ -235,7 +244,8 @@ class StreamEncoder:
         self.buffer.clear()
         self.hasher.update(raw)
         header, payload = self._code_frame(raw)
-        self._emit(header.to_bytes())
+        assert self.header is not None
+        self._emit(header.to_bytes(self.tally.frames + 1, self.coded_total, self.header.version))
         self._emit(payload)
         self.tally.add(header)
         self.raw_total += len(raw)
@@ -315,13 +325,15 @@ class StreamDecoder:
         threads: int | None = None,
         progress: ProgressCallback | None = None,
         engine_factory: EngineFactory | None = None,
+        memlimit: int | None = DEFAULT_MEMLIMIT,
     ) -> None:
         self.src = src
         self.model_arg = model
         self.device = device
-        self.threads = threads
+        self.threads = resolve_threads(threads)  # (ValueError beyond runtime.MAX_THREADS)
         self.progress = progress
         self.engine_factory = engine_factory
+        self.memlimit = memlimit
         self.header: StreamHeader | None = None
         self.footer: Footer | None = None
         self.coder: ModelFrameCoder | None = None
@@ -336,12 +348,16 @@ class StreamDecoder:
         return self.header
 
     def _start_stream(self, header: StreamHeader) -> None:
-        self.header = header
-        self.coded_total += header.size
-        self.coder = None
+        model = None
         if header.model_id != NO_MODEL_ID:
             model = load_model(self.model_arg)
             check_model(header, model)
+        # before anything the header's settings ask for is allocated
+        check_memory(header, model, self.memlimit)
+        self.header = header
+        self.coded_total += header.size
+        self.coder = None
+        if model is not None:
             self.coder = ModelFrameCoder(model, header.lanes, self.device, self.threads, self.engine_factory)
 
     def frames(self) -> Iterator[bytes]:
@@ -380,6 +396,11 @@ class StreamDecoder:
             return payload
         if frame.method == Method.ZSTD:
             try:
+                # A zstd frame may declare its content size, and python-zstandard allocates what it
+                # declares (max_output_size only applies when it does not): it must be raw_size.
+                declared = zstandard.frame_content_size(payload)
+                if declared not in (-1, frame.raw_size):
+                    raise ChecksumError(f"corrupt frame {index} (zstd frame of {declared} bytes)")
                 raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=frame.raw_size)
             except zstandard.ZstdError as e:
                 raise ChecksumError(f"corrupt frame {index} (zstd: {e})") from None
@@ -412,9 +433,9 @@ class StreamDecoder:
 
 def check_model(header: StreamHeader, model: Any) -> None:
     if model.model_id != header.model_id:
-        raise ModelMismatchError(
-            f"needs model {header.model_name or '?'} (id {header.model_id.hex()[:16]}…), "
-            f"got {model.name} (id {model.model_id.hex()[:16]}…)"
+        raise ModelMismatchError(  # (names from files, printed: no terminal escapes)
+            f"needs model {printable(header.model_name) or '?'} (id {header.model_id.hex()[:16]}…), "
+            f"got {printable(model.name)} (id {model.model_id.hex()[:16]}…)"
         )
 
 

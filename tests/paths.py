@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TEXT = Path(__file__).resolve().parent / "data" / "sample.txt"
 CORPUS = Path(os.environ.get("SHAZIP_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 VALID_TEXT = CORPUS / "valid" / "enwiki2015_plain_heldout.txt"
@@ -30,3 +31,10 @@ def sample_text(n: int, offset: int = 0) -> bytes:
     while len(out) < n:
         out += data[: n - len(out)]
     return out
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment for `python -m shazip` in another folder: this checkout's shazip first on the path
+    (an installed copy elsewhere would otherwise answer), one OpenMP thread."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)

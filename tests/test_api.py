@@ -100,7 +100,7 @@ def test_exclusive_mode_refuses_existing_file(tmp_path):
 def test_frame_parameters_and_info_without_decoding(tmp_path):
     packed = shazip.compress(DATA, strategy="zstd", frame_size=10000)
     params = shazip.frame_parameters(packed)
-    assert params.frame_size == 10000 and params.version == 1
+    assert params.frame_size == 10000 and params.version == 2
     path = tmp_path / "f.shz"
     path.write_bytes(packed)
     assert shazip.frame_parameters(path) == params

@@ -154,3 +154,36 @@ def test_missing_model_file_is_a_clear_error(sample):
     _, packed = sample
     with pytest.raises(shazip.ModelError, match="/nonexistent/model.safetensors"):
         shazip.decompress(packed, model="/nonexistent/model.safetensors")
+
+
+def test_a_zstd_frame_declaring_a_huge_content_size_is_refused_without_allocating_it():
+    """python-zstandard allocates the content size a zstd frame declares: it must equal raw_size."""
+    import struct
+
+    from shazip.format import Footer, FrameHeader, StreamHeader, assemble, crc32
+
+    raw = b"hello world " * 10
+    payload = zstandard.ZstdCompressor(write_content_size=False).compress(raw)
+    assert payload[4] & 0xC0 == 0  # (no content size: the descriptor's top bits are 0)
+    declared = (
+        payload[:4] + bytes([payload[4] | 0xC0]) + payload[5:6] + struct.pack("<Q", 1 << 60) + payload[6:]
+    )
+    for zstd_payload, error in [(declared, "zstd frame of 1152921504606846976 bytes"), (payload, None)]:
+        frame = FrameHeader(
+            Method.ZSTD, len(raw), len(zstd_payload), crc32(raw), coded_crc32=crc32(zstd_payload)
+        )
+        footer = Footer(1, len(raw), _hash(raw))
+        packed = assemble(StreamHeader(1, 1000, bytes(32), ""), [(frame, zstd_payload)], footer)
+        if error is None:
+            assert shazip.decompress(packed) == raw
+        else:
+            with pytest.raises(ChecksumError, match=error):
+                shazip.decompress(packed)
+
+
+def _hash(data: bytes) -> bytes:
+    from shazip.format import content_hasher
+
+    hasher = content_hasher()
+    hasher.update(data)
+    return hasher.digest()

@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.paths import command_env
 
 DATA = b"".join(b"%d bottles of beer on the wall, %d bottles of beer.\n" % (i, i) for i in range(2000))
 
@@ -22,7 +27,7 @@ def shazip(
     *args: str, cwd: Path, data: bytes | None = None, timeout: float = 120, **kwargs
 ) -> subprocess.CompletedProcess:
     """`python -m shazip ARGS` in `cwd`, stdout and stderr captured unless kwargs say otherwise."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = command_env()
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | kwargs
     return subprocess.run(
         [sys.executable, "-m", "shazip", *args],
@@ -52,11 +57,15 @@ def test_help_and_info_do_not_import_torch(work):
         "except SystemExit: pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=command_env()
+    )
     assert "compress" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
     assert shazip("compress", "--no-model", "a.txt", cwd=work).returncode == 0
     code = code.replace("'--help'", "'info', 'a.txt.shz'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=work)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=work, env=command_env()
+    )
     assert "bits/byte" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
 
 
@@ -170,7 +179,7 @@ def test_refuses_to_write_compressed_data_to_a_terminal(work):
 
 def test_ctrl_c_removes_partial_output(work):
     """SIGINT while reading a pipe that never ends: exit 130, no output file, no temporary file."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = command_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "shazip", "compress", "--no-model", "-o", "out.shz"],
         stdin=subprocess.PIPE,
@@ -193,3 +202,242 @@ def test_ctrl_c_removes_partial_output(work):
             process.kill()
     assert process.returncode == 130, err
     assert not (work / "out.shz").exists() and leftovers(work) == []
+
+
+# --- devices, signals, races, names, modes (issue 18) ---------------------------------------------------
+
+
+def make_char_device(path: Path, major: int, minor: int) -> None:
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+    except PermissionError:
+        pytest.skip("making a device node needs CAP_MKNOD")
+
+
+def test_a_device_given_with_o_is_written_into_and_never_replaced(work):
+    make_char_device(work / "mynull", 1, 3)  # a null device of our own
+    for force in ([], ["-f"]):
+        result = shazip("compress", "--no-model", *force, "a.txt", "-o", "mynull", cwd=work)
+        assert result.returncode == 0, result.stderr
+        assert stat.S_ISCHR((work / "mynull").stat().st_mode)
+    assert leftovers(work) == []
+
+
+def test_a_fifo_given_with_o_gets_the_stream_and_stays_a_fifo(work):
+    os.mkfifo(work / "pipe")
+    got = bytearray()
+
+    def read() -> None:
+        with open(work / "pipe", "rb") as f:
+            got.extend(f.read())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    result = shazip("compress", "--no-model", "--rm", "a.txt", "-o", "pipe", cwd=work)
+    reader.join(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_ISFIFO((work / "pipe").stat().st_mode)
+    assert (work / "a.txt").exists()  # --rm keeps the input when the output is not a regular file
+    assert shazip("decompress", cwd=work, data=bytes(got)).stdout == DATA
+
+
+def test_a_special_file_where_the_output_name_falls_is_refused_even_with_force(work):
+    os.mkfifo(work / "a.txt.shz")  # (opening it for writing would block: it must not be opened at all)
+    for force in ([], ["-f"]):
+        result = shazip("compress", "--no-model", *force, "a.txt", cwd=work, timeout=30)
+        assert result.returncode == 1 and b"a.txt.shz exists and is not a regular file" in result.stderr
+        assert stat.S_ISFIFO((work / "a.txt.shz").stat().st_mode)
+
+
+def test_device_input_is_not_read(work):
+    for device in ("/dev/zero", "/dev/urandom"):
+        result = shazip("compress", "--no-model", device, "-o", "x.shz", cwd=work, timeout=30)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == f"shazip: {device}: not a regular file -- ignored\n".encode()
+        for command in ("decompress", "test", "info"):
+            result = (
+                shazip(command, "-o", "y", device, cwd=work, timeout=30)
+                if command == "decompress"
+                else (shazip(command, device, cwd=work, timeout=30))
+            )
+            assert result.returncode == 1 and b"not a regular file -- ignored" in result.stderr
+    assert not (work / "x.shz").exists() and not (work / "y").exists() and leftovers(work) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_sigterm_and_sighup_remove_the_temporary_output(work, command, signum):
+    """The signal while the command waits for more input: exit 128 + signal, no output, no temporary."""
+    packed = shazip("compress", "--no-model", "--frame-size", "4096", cwd=work, data=DATA * 5).stdout
+    feed = DATA * 10 if command == "compress" else packed[: len(packed) // 2]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shazip",
+            command,
+            "--no-model" if command == "compress" else "-q",
+            "-o",
+            "out",
+        ],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=work,
+        env=command_env(),
+    )
+    try:
+        process.stdin.write(feed)
+        process.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not leftovers(work) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers(work), "the temporary output never appeared"
+        time.sleep(0.3)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signum, err
+    assert err.decode().strip().splitlines() == [f"shazip: {signal.Signals(signum).name}: stopped"]
+    assert not (work / "out").exists() and leftovers(work) == []
+
+
+def test_threads_are_bounded(work):
+    for threads in ("100000", "30000", "0"):
+        result = shazip("compress", "--threads", threads, "a.txt", cwd=work)
+        assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr
+        assert b"--threads must be in 1..256" in result.stderr
+    assert not (work / "a.txt.shz").exists() and leftovers(work) == []
+
+
+def test_two_writers_of_one_output_name_exactly_one_wins(work):
+    """Without -f the final name is created exclusively: of two processes racing for it, one writes it
+    and the other reports that it exists (before, both said 0 and one output was lost)."""
+    inputs = {name: os.urandom(3_000_000) for name in ("n1.bin", "n2.bin")}
+    for name, data in inputs.items():
+        (work / name).write_bytes(data)
+    for _ in range(3):
+        (work / "out.shz").unlink(missing_ok=True)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "shazip", "compress", "-q", "--no-model", name, "-o", "out.shz"],
+                stderr=subprocess.PIPE,
+                cwd=work,
+                env=command_env(),
+            )
+            for name in inputs
+        ]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 1], results
+        loser = next(err for code, err in results if code == 1)
+        assert loser.endswith(b"out.shz already exists (use -f to overwrite)\n")
+        winner = next(name for (code, _), name in zip(results, inputs, strict=True) if code == 0)
+        assert shazip("decompress", "-c", "out.shz", cwd=work).stdout == inputs[winner]
+        assert leftovers(work) == []
+
+
+def test_the_same_input_compressed_twice_at_once(work):
+    (work / "big.bin").write_bytes(os.urandom(3_000_000))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "shazip", "compress", "-q", "--no-model", "big.bin"],
+            stderr=subprocess.PIPE,
+            cwd=work,
+            env=command_env(),
+        )
+        for _ in range(2)
+    ]
+    assert sorted(p.wait(timeout=120) for p in processes) == [0, 1]
+    assert shazip("decompress", "-c", "big.bin.shz", cwd=work).stdout == (work / "big.bin").read_bytes()
+
+
+@pytest.mark.parametrize("length", [240, 245, 251])
+def test_long_file_names(work, length):
+    name = "n" * (length - 4) + ".txt"
+    (work / name).write_bytes(DATA)
+    result = shazip("compress", "--no-model", name, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert shazip("decompress", "-c", name + ".shz", cwd=work).stdout == DATA
+    assert leftovers(work) == []
+
+
+def test_a_name_too_long_for_the_output_is_one_clean_error(work):
+    name = "n" * 252  # name.shz would be 256 bytes
+    (work / name).write_bytes(DATA)
+    result = shazip("compress", "--no-model", name, cwd=work)
+    assert result.returncode == 1 and result.stderr.count(b"\n") == 1
+    assert b"File name too long" in result.stderr and leftovers(work) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_output_from_stdin_gets_the_mode_open_would_give(work, umask, mode):
+    packed = subprocess.run(
+        [sys.executable, "-m", "shazip", "compress", "--no-model", "-o", "out.shz"],
+        input=DATA,
+        cwd=work,
+        env=command_env(),
+        capture_output=True,
+        preexec_fn=lambda: os.umask(umask),
+        timeout=60,
+    )
+    assert packed.returncode == 0, packed.stderr
+    assert stat.S_IMODE((work / "out.shz").stat().st_mode) == mode
+
+
+def crafted_header_stream(name: str, model_id: bytes = bytes(32)) -> bytes:
+    """A complete stream without frames whose header carries `name` as the model's name."""
+    from shazip.format import Footer, StreamHeader, assemble, content_hasher
+
+    header = StreamHeader(1, 1024, model_id, name)
+    return assemble(header, [], Footer(0, 0, content_hasher().digest()))
+
+
+EVIL_NAME = "\x1b]0;owned\x07\x1b[2J\x1b[1;1Hfake text\r\u202etxt.exe\x9b31m"
+
+
+def test_names_from_files_cannot_drive_the_terminal(work):
+    (work / "evil.shz").write_bytes(crafted_header_stream(EVIL_NAME))
+    (work / "needs.shz").write_bytes(crafted_header_stream(EVIL_NAME, model_id=bytes(range(32))))
+    outputs = [
+        shazip("info", "evil.shz", cwd=work).stdout,
+        shazip("info", "-v", "evil.shz", cwd=work).stdout,
+        shazip("info", "--json", "evil.shz", cwd=work).stdout,
+        shazip("decompress", "-c", "needs.shz", cwd=work).stderr,
+        shazip("test", "needs.shz", cwd=work).stderr,
+    ]
+    for text in outputs:
+        assert text and not any(c in text for c in b"\x1b\x07\r\x9b") and "\u202e".encode() not in text, text
+    assert b"needs model \\x1b]0;owned\\x07" in outputs[3]  # shown, escaped
+    assert json.loads(outputs[2])["model"]["name"] == EVIL_NAME  # JSON keeps it exact, escaped
+
+
+def test_memory_limit_refuses_a_header_asking_for_too_much(work):
+    from shazip.format import Footer, FrameHeader, Method, StreamHeader, assemble, crc32
+    from shazip.modelfile import ModelFile, default_model_path
+
+    model = ModelFile.load(default_model_path())
+    payload = bytes(8)
+    frame = FrameHeader(Method.MODEL, 100, 8, 0, 8192, crc32(payload), 0x0A)
+    header = StreamHeader(8192, 1 << 20, model.model_id, model.name)
+    (work / "lanes.shz").write_bytes(assemble(header, [(frame, payload)], Footer(1, 100, bytes(16))))
+    assert len((work / "lanes.shz").read_bytes()) < 200
+    result = shazip("decompress", "-c", "lanes.shz", cwd=work)
+    assert result.returncode == 1 and result.stdout == b""
+    assert re.fullmatch(
+        rb"shazip: lanes.shz: needs \d+ MiB of memory to decode \(frames .*8192 lanes .*\), more than the "
+        rb"limit of 512 MiB \(--memlimit\)\n",
+        result.stderr,
+    ), result.stderr
+    assert b"memory       " in shazip("info", "lanes.shz", cwd=work).stdout
+    # the writer does not make what readers would refuse
+    (work / "big.txt").write_bytes(DATA[:20000])
+    result = shazip("compress", "--lanes", "8192", "--frame-size", "16384", "big.txt", cwd=work)
+    assert result.returncode == 1 and b"needs" in result.stderr and b"more than the limit" in result.stderr
+    assert not (work / "big.txt.shz").exists() and leftovers(work) == []
+    # a no-model stream's need is its frames: a limit below three frames refuses it, "0" lifts the limit
+    packed = shazip("compress", "--no-model", "--frame-size", str(1 << 20), cwd=work, data=DATA).stdout
+    assert shazip("decompress", "-M", "2MiB", cwd=work, data=packed).returncode == 1
+    assert shazip("decompress", "--memlimit", "0", cwd=work, data=packed).stdout == DATA
+    assert shazip("decompress", "--memlimit", "lots", cwd=work, data=packed).returncode == 2

@@ -84,3 +84,32 @@ def test_damaged_model_file_gives_clear_errors_and_no_output(packed):
     assert result.returncode == 1
     assert not (folder / "flipped").exists() and not (folder / "cut").exists()
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigterm_while_the_model_runs_removes_the_temporary_output(tmp_path):
+    import signal
+    import sys
+    import time
+
+    from tests.paths import command_env
+
+    (tmp_path / "t.txt").write_bytes(sample_text(200_000))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shazip", "compress", "--device", "cpu", "--lanes", "4", "t.txt"],
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=command_env(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3)  # (the model is running by now: 200 kB take minutes)
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]

@@ -77,9 +77,9 @@ def toy_compress(data: bytes, model: ToyModel | None = None, chunk: int | None =
     return out.getvalue()
 
 
-def toy_decompress(packed: bytes, model: ToyModel | None = None) -> bytes:
+def toy_decompress(packed: bytes, model: ToyModel | None = None, **options) -> bytes:
     model = model or ToyModel()
-    decoder = StreamDecoder(io.BytesIO(packed), model, device="cpu", engine_factory=model.factory)
+    decoder = StreamDecoder(io.BytesIO(packed), model, device="cpu", engine_factory=model.factory, **options)
     return b"".join(decoder.frames())
 
 
@@ -218,24 +218,21 @@ def test_lanes_chosen_from_input_size():
 
 def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
     """The spec lets a frame use lanes 0..k-1 of the header's B lanes (today's writer always uses B)."""
-    from shazip.format import Footer, FrameHeader, StreamHeader, content_hasher, crc32
+    from shazip.format import Footer, FrameHeader, StreamHeader, assemble, content_hasher, crc32
 
     model = ToyModel()
     coder = ModelFrameCoder(model, 4, "cpu", None, model.factory)
     frames = [markov(900, seed=1), markov(500, seed=2), markov(700, seed=3)]
-    parts = [StreamHeader(4, 1000, model.model_id, model.name).to_bytes()]
+    parts = []
     hasher = content_hasher()
     for raw, lanes in zip(frames, [4, 2, 3], strict=True):
         payload, flags = coder.encode(raw, lanes)
-        parts += [
-            FrameHeader(
-                Method.MIX, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags
-            ).to_bytes()
-        ]
-        parts.append(payload)
+        frame = FrameHeader(Method.MIX, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags)
+        parts.append((frame, payload))
         hasher.update(raw)
-    parts.append(Footer(3, sum(map(len, frames)), hasher.digest()).to_bytes())
-    assert toy_decompress(b"".join(parts)) == b"".join(frames)
+    footer = Footer(3, sum(map(len, frames)), hasher.digest())
+    packed = assemble(StreamHeader(4, 1000, model.model_id, model.name), parts, footer)
+    assert toy_decompress(packed) == b"".join(frames)
 
 
 def test_crlf_as_lf_applies_only_when_every_lf_follows_a_cr():
@@ -262,3 +259,35 @@ def test_crlf_text_is_coded_as_lf_text_and_restored():
 def test_round_trip_of_any_mix_of_line_ends(data: bytes, frame_size: int) -> None:
     packed = toy_compress(data, strategy="model", frame_size=frame_size, lanes=2)
     assert toy_decompress(packed) == data
+
+
+def crafted_model_stream(model: ToyModel, raw_size: int, payload: bytes, lanes: int = 1) -> bytes:
+    """A stream of one model frame with a valid structure (every CRC right) around `payload`."""
+    from shazip.format import Footer, FrameHeader, StreamHeader, assemble, crc32
+
+    flags = int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2)
+    frame = FrameHeader(Method.MODEL, raw_size, len(payload), 0, lanes, crc32(payload), flags)
+    header = StreamHeader(lanes, raw_size, model.model_id, model.name)
+    return assemble(header, [(frame, payload)], Footer(1, raw_size, bytes(16)))
+
+
+@pytest.mark.parametrize("word", [b"\0\0\0\0", b"\xff\xff\xff\xff", b"\x78\x56\x34\x12"])
+@pytest.mark.parametrize("lanes", [1, 16])
+def test_a_model_frame_that_runs_out_of_payload_fails_at_once(word: bytes, lanes: int) -> None:
+    """A one-word payload claiming a million bytes: the decoder stops when its symbols carry more than the
+    payload can hold (or it reads past the word a genuine payload may lack), not after a million steps."""
+    from shazip.format import ChecksumError
+
+    model = ToyModel()
+    with pytest.raises(ChecksumError, match=r"corrupt frame 1 \(model payload ends too soon"):
+        toy_decompress(crafted_model_stream(model, 1_000_000, word, lanes), model)
+    assert model.engines[-1].steps < 5000
+
+
+def test_a_tiny_payload_claiming_a_big_frame_is_refused_before_model_time() -> None:
+    from shazip.format import FormatError
+
+    model = ToyModel()
+    with pytest.raises(FormatError, match="4-byte payload too small for 67108864 bytes"):
+        toy_decompress(crafted_model_stream(model, 64 << 20, bytes(4)), model, memlimit=None)
+    assert model.engines == []  # the engine never started

@@ -9,6 +9,7 @@ import pytest
 
 from shazip.format import (
     FOOTER_SIZE,
+    FORMAT_VERSION,
     FRAME_HEADER_SIZE,
     MAGIC,
     MAX_FRAME_SIZE,
@@ -23,6 +24,7 @@ from shazip.format import (
     Method,
     StreamHeader,
     TruncatedError,
+    assemble,
     crc32,
     frame_headers,
     read_block,
@@ -52,7 +54,7 @@ def test_header_round_trip_and_layout():
     raw = h.to_bytes()
     assert raw.startswith(MAGIC)
     assert len(raw) == h.size == MIN_HEADER_SIZE + len("fixture-ü".encode())
-    assert raw[8] == 1 and raw[9] == 0  # version, flags
+    assert raw[8] == FORMAT_VERSION == 2 and raw[9] == 0  # version, flags
     assert struct.unpack_from("<HI", raw, 10) == (8, 1 << 20)  # little-endian lanes, frame size
     assert raw[16:48] == MODEL_ID
     assert read_header(io.BytesIO(raw)) == h
@@ -90,8 +92,11 @@ def test_header_errors_name_the_problem():
     with pytest.raises(TruncatedError):
         read_header(io.BytesIO(bytes(raw[:30])))
     version = bytearray(raw)
-    version[8] = 2
-    with pytest.raises(FormatError, match="unsupported format version 2"):
+    version[8] = 3
+    with pytest.raises(FormatError, match="unsupported format version 3 .*newer shazip"):
+        read_header(io.BytesIO(bytes(version)))
+    version[8] = 0
+    with pytest.raises(FormatError, match="unsupported format version 0"):
         read_header(io.BytesIO(bytes(version)))
     flags = bytearray(raw)
     flags[9] = 0x40
@@ -108,9 +113,9 @@ def test_header_errors_name_the_problem():
 def test_frame_header_round_trip_and_validation():
     h = header()
     frame = FrameHeader(Method.MODEL, 1000, 400, 0xDEADBEEF, lanes=8, coded_crc32=0x12345678)
-    raw = frame.to_bytes()
+    raw = frame.to_bytes(1, 77)
     assert len(raw) == FRAME_HEADER_SIZE
-    assert read_block(io.BytesIO(raw), 1) == frame
+    assert read_block(io.BytesIO(raw), 1, 77, FORMAT_VERSION) == frame
     frame.validate(h, 1)
     bad_frames = [
         FrameHeader(Method.MODEL, 1000, 400, 0, lanes=9),  # more lanes than the header
@@ -131,57 +136,71 @@ def test_frame_flags_round_trip_and_are_checked():
     for counts in (FrameFlag.CONTEXT_COUNTS, FrameFlag.CONTEXT_COUNTS_2):
         known = FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | counts
         frame = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, coded_crc32=2, flags=known)
-        assert read_block(io.BytesIO(frame.to_bytes()), 1) == frame
+        assert read_block(io.BytesIO(frame.to_bytes(1, 60)), 1, 60, 2) == frame
         frame.validate(h, 1)
     newer = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, flags=0x10)
     with pytest.raises(FormatError, match="newer shazip"):
-        read_block(io.BytesIO(newer.to_bytes()), 2).validate(h, 2)
+        read_block(io.BytesIO(newer.to_bytes(2, 60)), 2, 60, 2).validate(h, 2)
     with pytest.raises(FormatError, match="corrupt frame 5 .flags set on a frame that is not a model frame"):
         FrameHeader(Method.ZSTD, 100, 50, 1, flags=FrameFlag.MATCH_MODEL).validate(h, 5)
 
 
 def test_frame_header_errors():
-    raw = bytearray(FrameHeader(Method.ZSTD, 100, 50, 1).to_bytes())
+    raw = bytearray(FrameHeader(Method.ZSTD, 100, 50, 1).to_bytes(7, 500))
     flipped = bytearray(raw)
     flipped[5] ^= 1
     with pytest.raises(ChecksumError, match=r"corrupt frame 7 \(header checksum\)"):
-        read_block(io.BytesIO(bytes(flipped)), 7)
-    unknown = bytearray(raw)
+        read_block(io.BytesIO(bytes(flipped)), 7, 500, 2)
+    unknown = bytearray(FrameHeader(Method.ZSTD, 100, 50, 1).to_bytes(1, 500, version=1))
     unknown[0] = 9
     unknown[20:24] = struct.pack("<I", crc32(bytes(unknown[:20])))
-    with pytest.raises(FormatError, match="uses method 9, which this shazip does not know"):
-        read_block(io.BytesIO(bytes(unknown)), 1)
+    with pytest.raises(FormatError, match="frame 1 uses method 9, .*written by a newer shazip"):
+        read_block(io.BytesIO(bytes(unknown)), 1, 500, 1)
     with pytest.raises(TruncatedError, match="frame 2"):
-        read_block(io.BytesIO(bytes(raw[:7])), 2)
+        read_block(io.BytesIO(bytes(raw[:7])), 2, 500, 2)
     with pytest.raises(TruncatedError, match="no end-of-stream footer"):
-        read_block(io.BytesIO(b""), 4)
+        read_block(io.BytesIO(b""), 4, 500, 2)
+
+
+def test_version_2_checksums_bind_each_block_to_its_place():
+    frame = FrameHeader(Method.ZSTD, 100, 50, 1)
+    footer = Footer(frame_count=3, total_size=300, content_hash=bytes(16))
+    assert read_block(io.BytesIO(frame.to_bytes(4, 1000)), 4, 1000, 2) == frame
+    assert read_block(io.BytesIO(footer.to_bytes(1000)), 4, 1000, 2) == footer
+    for index, offset in [(3, 1000), (5, 1000), (4, 999), (4, 1000 + (1 << 32))]:
+        with pytest.raises(ChecksumError, match=f"corrupt frame {index} .header checksum"):
+            read_block(io.BytesIO(frame.to_bytes(4, 1000)), index, offset, 2)
+        with pytest.raises(ChecksumError, match="corrupt footer .checksum"):
+            read_block(io.BytesIO(footer.to_bytes(1000)), index, offset, 2)
+    # the same CRC over the place, written out for a second implementation: crc32(body + u32 + u64)
+    body = frame.to_bytes(4, 1000)[:20]
+    assert frame.to_bytes(4, 1000)[20:] == struct.pack("<I", crc32(body + struct.pack("<IQ", 4, 1000)))
+    # version 1 blocks do not depend on their place
+    v1 = frame.to_bytes(4, 1000, version=1)
+    assert v1[20:] == struct.pack("<I", crc32(body))
+    assert read_block(io.BytesIO(v1), 9, 5, 1) == frame
 
 
 def test_footer_round_trip_and_errors():
     footer = Footer(frame_count=3, total_size=(1 << 40) + 5, content_hash=bytes(range(16)))
-    raw = footer.to_bytes()
+    raw = footer.to_bytes(900)
     assert len(raw) == FOOTER_SIZE and raw[0] == Method.END and raw.endswith(TRAILING_MAGIC)
-    assert read_block(io.BytesIO(raw), 4) == footer
+    assert read_block(io.BytesIO(raw), 4, 900, 2) == footer
     for i in range(len(raw) - 1):  # every byte but the END marker itself
         if i == 0:
             continue
         broken = bytearray(raw)
         broken[i] ^= 0x10
         with pytest.raises((ChecksumError, FormatError), match="footer"):
-            read_block(io.BytesIO(bytes(broken)), 4)
+            read_block(io.BytesIO(bytes(broken)), 4, 900, 2)
     for cut in range(1, len(raw)):
         with pytest.raises(TruncatedError):
-            read_block(io.BytesIO(raw[:cut]), 4)
+            read_block(io.BytesIO(raw[:cut]), 4, 900, 2)
 
 
 def build_stream(frames: list[tuple[FrameHeader, bytes]], total: int | None = None) -> bytes:
-    h = header(frame_size=64)
-    parts = [h.to_bytes()]
-    for frame, payload in frames:
-        parts += [frame.to_bytes(), payload]
     size = sum(f.raw_size for f, _ in frames) if total is None else total
-    parts.append(Footer(len(frames), size, bytes(16)).to_bytes())
-    return b"".join(parts)
+    return assemble(header(frame_size=64), frames, Footer(len(frames), size, bytes(16)))
 
 
 def test_scan_reads_structure_without_payloads():
@@ -273,3 +292,67 @@ def test_range_coder_golden_vector():
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(bytes.fromhex(GOLDEN_WORDS), "<u4").copy())
     decoded = [decoder.decode(_coder_model(), freqs[t : t + 8].astype(np.float64)) for t in range(0, 40, 8)]
     assert np.concatenate(decoded).tolist() == symbols.tolist()
+
+
+# A version-2 file (one zstd frame, one stored frame): each frame header's and the footer's CRC also cover
+# the block's place (frame index, stream offset).
+GOLDEN_FILE_V2 = bytes.fromhex(
+    "8953485a0d0a1a0a0200010028000000000000000000000000000000000000000000000000000000000000000000000000"
+    "ce331e6c020000002800000020000000fc1607a61c87e947ebb4aa6c28b52ffd0000bd0000887368617a697020666f726d"
+    "61742076320a0100a99e4b010000001200000012000000ca080be4ca080be47bb5cbde20666f726d61742076320a000102"
+    "03040506ff000000020000003a00000000000000157440fd328250e9dd2ad1b1d3d703492910c745895a48530a1a0a0d"
+)
+
+
+def test_golden_version_2_file_decodes_and_its_frames_are_bound_to_their_place():
+    import shazip
+
+    assert shazip.decompress(GOLDEN_FILE_V2) == b"shazip format v2\n" * 3 + bytes(range(7))
+    body = GOLDEN_FILE_V2[53:73]  # frame 1's header without its CRC
+    assert GOLDEN_FILE_V2[73:77] == struct.pack("<I", crc32(body + struct.pack("<IQ", 1, 53)))
+    # frame 2 as a version-1 reader would accept it, but not in frame 2's place of a version-2 stream
+    v1_bytes = bytearray(GOLDEN_FILE_V2)
+    second = 53 + FRAME_HEADER_SIZE + 32
+    v1_bytes[second + 20 : second + 24] = struct.pack("<I", crc32(v1_bytes[second : second + 20]))
+    with pytest.raises(ChecksumError, match="corrupt frame 2"):
+        shazip.decompress(bytes(v1_bytes))
+
+
+def split_blocks(packed: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """(header, [frame header + payload, ...], footer) of a stream."""
+    info = scan(io.BytesIO(packed))
+    position, blocks = info.header.size, []
+    for frame in frame_headers(io.BytesIO(packed)):
+        end = position + FRAME_HEADER_SIZE + frame.coded_size
+        blocks.append(packed[position:end])
+        position = end
+    return packed[: info.header.size], blocks, packed[position:]
+
+
+@pytest.mark.parametrize(
+    "edit, failing",
+    [
+        (lambda b: [b[0], b[2], b[1], *b[3:]], "corrupt frame 2"),  # two frames swapped
+        (lambda b: [b[0], *b[2:]], "corrupt frame 2"),  # a frame dropped
+        (lambda b: [b[0], b[1], b[1], *b[2:]], "corrupt frame 3"),  # a frame repeated
+        (lambda b: b[:-1], "corrupt footer"),  # the last frame dropped
+        (lambda b: [*b[:-2], b[-1], b[-2]], "corrupt frame 4"),  # the last two swapped
+    ],
+)
+def test_frames_out_of_place_fail_at_that_frame_before_any_of_its_bytes(edit, failing):
+    from shazip.stream import StreamDecoder, StreamEncoder
+
+    data = b"".join(b"line %04d of a stream whose frames all differ\n" % i for i in range(25))
+    out = io.BytesIO()
+    encoder = StreamEncoder(out, strategy="zstd", frame_size=240)
+    encoder.write(data)
+    encoder.finish()
+    head, blocks, foot = split_blocks(out.getvalue())
+    assert len(blocks) == 5
+    damaged = head + b"".join(edit(blocks)) + foot
+    written = bytearray()
+    with pytest.raises(ChecksumError, match=failing):
+        for raw in StreamDecoder(io.BytesIO(damaged)).frames():
+            written += raw
+    assert data.startswith(bytes(written))  # only the frames before the damage, all correct
+    assert len(written) == 240 * (int(failing.split()[-1]) - 1 if "frame" in failing else 4)

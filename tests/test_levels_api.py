@@ -77,16 +77,11 @@ def test_concatenated_streams_decode_as_their_concatenation(fixture_model_path) 
 
 def damaged(method: Method, payload: bytes, raw: bytes) -> bytes:
     """A stream of one frame of `method` with this payload claiming `raw`."""
-    from shazip.format import Footer, StreamHeader, content_hasher, crc32
+    from shazip.format import Footer, StreamHeader, assemble, content_hasher, crc32
 
     header = StreamHeader(1, max(1, len(raw)), bytes(32), "")
     frame = FrameHeader(method, len(raw), len(payload), crc32(raw), coded_crc32=crc32(payload))
-    return (
-        header.to_bytes()
-        + frame.to_bytes()
-        + payload
-        + Footer(1, len(raw), content_hasher().digest()).to_bytes()
-    )
+    return assemble(header, [(frame, payload)], Footer(1, len(raw), content_hasher().digest()))
 
 
 def test_bzip2_and_lzma_frames_never_expand_past_their_claim() -> None:

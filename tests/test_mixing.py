@@ -166,7 +166,9 @@ def test_stretch_squash_and_states() -> None:
         assert b1 >= min(n1 + 1, 5) or b1 == n1
 
 
-def test_tables_grow_with_the_frame() -> None:
-    small = sum(a.nbytes for a in M.new_state(1, 2000) if isinstance(a, np.ndarray))
-    big = sum(a.nbytes for a in M.new_state(1, 1 << 20) if isinstance(a, np.ndarray))
-    assert small < 40 << 20 and big > 4 * small
+def test_tables_grow_with_the_frame_as_state_bytes_says() -> None:
+    from shazip.mixing import state_bytes
+
+    for lanes, n in ((1, 2000), (3, 50_000), (16, 1 << 20)):
+        assert sum(a.nbytes for a in M.new_state(lanes, n)) == state_bytes(lanes, n)
+    assert state_bytes(1, 2000) < 8 << 20 and state_bytes(16, 1 << 20) > 40 * state_bytes(1, 2000)

@@ -6,6 +6,7 @@ the network's prediction (MIX) or without it (CM), coded by this package's binar
         .payload()                          the encoder's bytes
     encode_cm(raw, limit) -> bytes | None   a whole CM frame (one lane), None if not under `limit` bytes
     decode_cm(payload, raw_size, index) -> bytes
+    state_bytes(lanes, raw_size) -> int     the memory one frame's model takes (no numba needed)
 """
 
 from __future__ import annotations
@@ -13,6 +14,24 @@ from __future__ import annotations
 import numpy as np
 
 from shazip.format import ChecksumError
+
+# The model's sizes, for state_bytes (tests check them against shazip.mixing.model, which compiles).
+_CONTEXTS, _INPUTS, _WEIGHT_ROWS, _FINAL_ROWS, _APM_BINS = 15, 35, 512 + 1024 + 64, 64, 33
+_LANE_BYTES = 8 * (3 + 6 + 512 + _CONTEXTS + 2 * _CONTEXTS)
+
+
+def table_bits(raw_size: int) -> int:
+    """log2 of the hashed tables' entries for a frame of raw_size bytes: about two per byte, 2^12..2^20."""
+    return min(20, max(12, raw_size.bit_length() + 1))
+
+
+def state_bytes(lanes: int, raw_size: int) -> int:
+    """The bytes `shazip.mixing.model.new_state(lanes, raw_size)` allocates."""
+    b = table_bits(raw_size)
+    a = min(b, 16)
+    hashed = _CONTEXTS * (1 << b) * (16 + 4) + (1 << b) * 8  # slots, runs; the match table
+    fixed = _CONTEXTS * (2048 + 256) * 8 + 128 * 8 + (_WEIGHT_ROWS * _INPUTS + _FINAL_ROWS * 3) * 8
+    return hashed + fixed + 4 * (1 << a) * _APM_BINS * 4 + lanes * _LANE_BYTES
 
 
 class StopFrame(Exception):

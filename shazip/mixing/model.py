@@ -36,6 +36,7 @@ from numba import njit
 
 from shazip import _numba_cache
 from shazip.intmath import LOG2_TABLE, log2_q
+from shazip.mixing import table_bits
 from shazip.mixing.coder import decode_bit, encode_bit
 from shazip.mixing.tables import NEXT_STATE, RECIPROCAL, SQUASH, ST_MAX, STATE_COUNTS, STRETCH
 
@@ -55,7 +56,6 @@ FINAL_SETS = 64
 APM_BINS = 33
 MIN_MATCH = 5
 MAX_VERIFY = 32
-MIN_TABLE_BITS, MAX_TABLE_BITS = 12, 20
 MAP_LIMIT = 255  # state maps' count limit (their adaptation rate stops falling at 1/256.5)
 APM_RATE = 6
 MIXER_RATE = 4  # mixers: w += (x * err * MIXER_RATE) >> 18
@@ -68,17 +68,12 @@ _WORD_PRIME = 0x100000001B3
 _opts = {"cache": True, "nogil": True, "boundscheck": False}
 
 
-def table_bits(raw_size: int) -> int:
-    """log2 of the hashed tables' entries for a frame of raw_size bytes: about two per byte, 2^12..2^20."""
-    return min(MAX_TABLE_BITS, max(MIN_TABLE_BITS, raw_size.bit_length() + 1))
-
-
 class MixState(NamedTuple):
     """The mixing model's arrays for one frame (plain tuple at the compiled calls: see new_state)."""
 
     slots: np.ndarray  # uint8 [contexts, 2^b, 16]: check byte, then 15 bit-history states of a half byte
     maps: np.ndarray  # int64 [contexts, 8 * 256]: state -> p (22 bits) << 10 | count, per bit position
-    runs: np.ndarray  # int64 [contexts, 2^b]: check << 16 | last byte << 8 | run count
+    runs: np.ndarray  # uint32 [contexts, 2^b]: check << 16 | last byte << 8 | run count
     run_maps: np.ndarray  # int64 [contexts, 8 * 16 * 2]
     match_table: np.ndarray  # int64 [2^b]: position after the last occurrence of a 5-byte context, or -1
     match_map: np.ndarray  # int64 [64 * 2]
@@ -118,7 +113,7 @@ def new_state(lanes: int, raw_size: int) -> tuple:
         MixState(
             slots=np.zeros((n, 1 << b, 16), dtype=np.uint8),
             maps=maps,
-            runs=np.zeros((n, 1 << b), dtype=np.int64),
+            runs=np.zeros((n, 1 << b), dtype=np.uint32),
             run_maps=np.full((n, 8 * 16 * 2), half, dtype=np.int64),
             match_table=np.full(1 << b, -1, dtype=np.int64),
             match_map=np.full(64 * 2, half, dtype=np.int64),
@@ -283,7 +278,7 @@ def _code_byte(s, kinds, grid, t, lane, run, full, rest, table, network, decodin
         hv = _hash(_context_value(kinds[o], h, word, pword, above, record), kinds[o])
         s.hashes[lane, o] = hv
         slot[o] = _find_slot(s.slots[o], hv, mask)
-        entry = s.runs[o, np.int64(hv >> np.uint64(64 - run_bits))]
+        entry = np.int64(s.runs[o, np.int64(hv >> np.uint64(64 - run_bits))])
         check = np.int64((hv >> np.uint64(8)) & np.uint64(0xFFFF))
         if entry != 0 and (entry >> 16) == check:
             s.runs_seen[lane, o, 0] = (entry >> 8) & 255
