@@ -27,6 +27,7 @@ from typing import Annotated, Any, BinaryIO
 import typer
 
 from shazip import __version__, runtime
+from shazip.levels import DEFAULT_LEVEL, LEVELS
 
 runtime.prepare_openmp()  # before torch can be imported
 
@@ -65,7 +66,10 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N
 Threads = Annotated[
     int | None,
     typer.Option(
-        "--threads", "-T", help=f"CPU threads for the model (1..{runtime.MAX_THREADS}).", show_default=False
+        "--threads",
+        "-T",
+        help=f"CPU threads for the model (1..{runtime.MAX_THREADS}; 0: all).",
+        show_default=False,
     ),
 ]
 MemLimit = Annotated[
@@ -448,8 +452,8 @@ def make_settings(
         limit = runtime.parse_size(memlimit)
     except ValueError as e:
         raise UsageError(f"--memlimit: {e}") from None
-    if threads is not None and not 1 <= threads <= runtime.MAX_THREADS:
-        raise UsageError(f"--threads must be in 1..{runtime.MAX_THREADS}, got {threads}")
+    if threads is not None and not 0 <= threads <= runtime.MAX_THREADS:
+        raise UsageError(f"--threads must be in 0..{runtime.MAX_THREADS} (0: all CPUs), got {threads}")
     return Settings(model, check_device(device), threads, 0 if quiet else 1 + verbose, force, limit)
 
 
@@ -467,6 +471,14 @@ def compress(
     model: ModelPath = None,
     device: Device = "auto",
     threads: Threads = None,
+    level: Annotated[
+        int,
+        typer.Option(
+            "--level",
+            "-L",
+            help="1 (fast) .. 9 (strongest); also -1 .. -9. 1-3 need no model file to decode.",
+        ),
+    ] = DEFAULT_LEVEL,
     lanes: Annotated[
         int | None,
         typer.Option("--lanes", min=1, max=8192, help="Lane count (default: from the input size)."),
@@ -488,6 +500,9 @@ def compress(
         settings = make_settings(model, device, threads, quiet, verbose, force, memlimit)
         if rm and keep:
             raise UsageError("--rm and --keep contradict each other")
+        if level not in LEVELS:
+            raise UsageError(f"--level must be in 1..9, got {level}")
+        uses_network = LEVELS[level].uses_network and not no_model
         jobs = plan_jobs(files, output, stdout, lambda name: name + SUFFIX)
         if stdout and len(jobs) > 1:
             raise UsageError("-c with several files would put several .shz streams into one output")
@@ -499,7 +514,7 @@ def compress(
 
             if job.target is not None and job.source.endswith(SUFFIX) and not force:
                 raise ValueError(f"already has the {SUFFIX} suffix (use -f to compress it anyway)")
-            if not no_model and not loaded:
+            if uses_network and not loaded:
                 loaded.append(runtime.load_model(settings.model))
             started = time.monotonic()
             with (
@@ -510,6 +525,7 @@ def compress(
                 encoder = StreamEncoder(
                     sink,
                     loaded[0] if loaded else None,
+                    level=level,
                     strategy="zstd" if no_model else "auto",
                     lanes=lanes,
                     frame_size=frame_size,
@@ -690,6 +706,7 @@ def info_record(name: str, list_frames: bool) -> dict[str, Any]:
     record = {
         "file": display(name),
         "format_version": header.version,
+        "level": header.level or None,
         "model": {"name": header.model_name or None, "id": header.model_id.hex()},
         "lanes": header.lanes,
         "frame_size": header.frame_size,
@@ -715,12 +732,14 @@ def print_info(record: dict[str, Any], verbose: int) -> None:
     memory = record["memory_to_decode"]
     by_method = ", ".join(f"{count} {method}" for method, count in sorted(record["methods"].items()))
     methods = f" ({by_method})" if by_method else ""
+    model_text = "(none: decodes without a model file)" if no_model else printable(model["name"] or "")
     lines = [
         f"{printable(record['file'])}:",
-        f"  model        {'(none: stored/zstd frames only)' if no_model else printable(model['name'] or '')}",
+        f"  model        {model_text}",
         *([] if no_model else [f"  model id     {model['id']}"]),
-        f"  format       .shz version {record['format_version']}, {record['lanes']} lanes, "
-        f"frames of up to {record['frame_size']} bytes",
+        f"  format       .shz version {record['format_version']}"
+        + (f", level {record['level']}" if record["level"] else "")
+        + f", {record['lanes']} lanes, frames of up to {record['frame_size']} bytes",
         f"  frames       {record['frames']}{methods}",
         f"  size         {record['raw_size']} -> {record['compressed_size']} bytes",
         f"  ratio        {ratio:.3f}" if ratio else "  ratio        -",
@@ -811,9 +830,26 @@ def _main(
     """shazip: a neural file compressor."""
 
 
+# Options whose value is the next argument (a value such as "-1" is not a level flag).
+_VALUE_OPTIONS = {"-o", "--output", "--model", "--device", "-T", "--threads", "-L", "--level", "--lanes"}
+_VALUE_OPTIONS |= {"--frame-size", "-M", "--memlimit"}
+
+
+def level_flags(args: list[str]) -> list[str]:
+    """-1 .. -9 (as zstd and xz spell levels) -> --level N; "--" ends the options."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        is_flag = len(arg) == 2 and arg[0] == "-" and arg[1] in "123456789"
+        is_flag = is_flag and not (out and out[-1] in _VALUE_OPTIONS)
+        out += ["--level", arg[1]] if is_flag else [arg]
+    return out
+
+
 def main() -> None:
     handle_termination()
-    app(prog_name="shazip")
+    app(args=level_flags(sys.argv[1:]), prog_name="shazip")
 
 
 if __name__ == "__main__":

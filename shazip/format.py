@@ -32,6 +32,7 @@ FORMAT_VERSION = 2  # what this shazip writes
 READ_VERSIONS = (1, 2)  # what it reads
 
 MAX_LANES = 8192
+MAX_LEVEL = 9  # levels a header records (shazip.levels)
 LZMA_DICT_SIZE = 8 << 20  # the dictionary of LZMA frames (writer and reader)
 MAX_FRAME_SIZE = 64 * 1024 * 1024  # raw bytes per frame; also bounds every allocation a reader makes
 MAX_FRAMES = 2**32 - 1
@@ -170,10 +171,13 @@ class StreamHeader:
     model_id: bytes  # 32-byte sha256 identity of the model (shazip.modelfile)
     model_name: str
     version: int = FORMAT_VERSION
+    level: int = 0  # the compression level that wrote the stream, 1..9 (0: not recorded; version 1: none)
 
     def __post_init__(self) -> None:
         if self.version not in READ_VERSIONS:
             raise ValueError(f"format version must be one of {READ_VERSIONS}, got {self.version}")
+        if not 0 <= self.level <= (MAX_LEVEL if self.version >= 2 else 0):
+            raise ValueError(f"level {self.level} cannot be recorded in a version {self.version} header")
         if not 1 <= self.lanes <= MAX_LANES:
             raise ValueError(f"lanes must be in 1..{MAX_LANES}, got {self.lanes}")
         if not 1 <= self.frame_size <= MAX_FRAME_SIZE:
@@ -186,7 +190,9 @@ class StreamHeader:
     def to_bytes(self) -> bytes:
         name = self.model_name.encode("utf-8")
         body = (
-            _HEADER_FIXED.pack(MAGIC, self.version, 0, self.lanes, self.frame_size, self.model_id, len(name))
+            _HEADER_FIXED.pack(
+                MAGIC, self.version, self.level, self.lanes, self.frame_size, self.model_id, len(name)
+            )
             + name
         )
         return body + _U32.pack(crc32(body))
@@ -218,11 +224,13 @@ def read_header(stream: BinaryIO, magic: bytes | None = None) -> StreamHeader:
     stored_crc = _U32.unpack(read_exact(stream, 4, "the header"))[0]
     if crc32(magic + rest + name) != stored_crc:
         raise ChecksumError("corrupt header (checksum)")
-    if flags != 0:
+    # Version 2 keeps the level in the low 4 bits of the flags byte; every other bit is reserved.
+    level = flags & 0x0F if version >= 2 else 0
+    if flags != level or level > MAX_LEVEL:
         raise FormatError(f"reserved header flags set (0x{flags:02x}): written by a newer shazip?")
     try:
         model_name = name.decode("utf-8")
-        return StreamHeader(lanes, frame_size, model_id, model_name, version)
+        return StreamHeader(lanes, frame_size, model_id, model_name, version, level)
     except (UnicodeDecodeError, ValueError) as e:
         raise FormatError(f"invalid header ({e})") from None
 

@@ -22,6 +22,7 @@ class Level:
     mix: bool  # a MIX frame competes: the mixing model over the network
     frame_size: int  # raw bytes per frame (the mixing model learns within a frame)
     lane_bytes: int  # MIX frames: a lane gets at least this many bytes of a frame
+    small_lane_bytes: int  # ... except in inputs too small for 16 such lanes: then at least this many
 
     @property
     def uses_network(self) -> bool:
@@ -29,16 +30,17 @@ class Level:
 
 
 _MIB = 1 << 20
+_KIB = 1 << 10
 LEVELS: dict[int, Level] = {
-    1: Level(3, True, False, False, False, _MIB, 64 << 10),
-    2: Level(19, True, True, False, False, _MIB, 64 << 10),
-    3: Level(19, True, True, True, False, _MIB, 64 << 10),
-    4: Level(19, False, False, False, True, _MIB, 16 << 10),
-    5: Level(19, False, False, False, True, _MIB, 64 << 10),
-    6: Level(19, False, False, True, True, _MIB, 64 << 10),
-    7: Level(19, False, False, True, True, 2 * _MIB, 128 << 10),
-    8: Level(19, False, False, True, True, 4 * _MIB, 256 << 10),
-    9: Level(19, False, False, True, True, 8 * _MIB, 512 << 10),
+    1: Level(3, True, False, False, False, _MIB, 64 * _KIB, 2 * _KIB),
+    2: Level(19, True, True, False, False, _MIB, 64 * _KIB, 2 * _KIB),
+    3: Level(19, True, True, True, False, _MIB, 64 * _KIB, 2 * _KIB),
+    4: Level(19, False, False, False, True, _MIB, 16 * _KIB, 2 * _KIB),
+    5: Level(19, False, False, False, True, _MIB, 64 * _KIB, 2 * _KIB),
+    6: Level(19, False, False, True, True, _MIB, 64 * _KIB, 2 * _KIB),
+    7: Level(19, False, False, True, True, 2 * _MIB, 128 * _KIB, 0),
+    8: Level(19, False, False, True, True, 4 * _MIB, 256 * _KIB, 0),
+    9: Level(19, False, False, True, True, 8 * _MIB, 512 * _KIB, 0),
 }
 
 

@@ -45,6 +45,7 @@ from shazip.runtime import DEFAULT_MEMLIMIT, check_memory, load_model, resolve_d
 GPU_FRAME_SIZE = 4 << 20  # on a GPU: more lanes, so bigger frames keep each lane's run long
 MIN_LANE_BYTES = levels.LEVELS[levels.DEFAULT_LEVEL].lane_bytes  # (the default level's)
 MAX_LANES_CPU = 64
+SPEED_LANES = 16  # small inputs get up to this many lanes at the levels that favour speed
 MAX_LANES_GPU = 256
 ZSTD_LEVEL = 3  # zstd frames of data the models skip, and the cheap test
 # zstd at this level competes with the models (from level 2): well under 1% of their time, and a weak
@@ -68,11 +69,19 @@ STRATEGIES = ("auto", "model", "cm", "zstd")
 ProgressCallback = Callable[[int, int], None]  # (raw bytes so far, coded bytes so far)
 
 
-def choose_lanes(first_frame_bytes: int, max_lanes: int, lane_bytes: int = MIN_LANE_BYTES) -> int:
-    """Few lanes for small inputs (each lane keeps >= lane_bytes of context), max_lanes for big ones.
+def choose_lanes(
+    first_frame_bytes: int, max_lanes: int, lane_bytes: int = MIN_LANE_BYTES, small_lane_bytes: int = 0
+) -> int:
+    """Few lanes for small inputs (each lane keeps >= lane_bytes of context), max_lanes for big ones; with
+    small_lane_bytes, inputs too small for 16 such lanes get up to 16 lanes of at least small_lane_bytes
+    (a step of the network costs about as much for 16 lanes as for one: fewer steps, a little less
+    context per lane).
 
     Decided from the first frame: a full first frame means a big input."""
-    return max(1, min(max_lanes, first_frame_bytes // lane_bytes))
+    lanes = first_frame_bytes // lane_bytes
+    if small_lane_bytes:
+        lanes = max(lanes, min(SPEED_LANES, first_frame_bytes // small_lane_bytes))
+    return max(1, min(max_lanes, lanes))
 
 
 def _lzma_filters() -> list[dict]:
@@ -147,6 +156,8 @@ class StreamEncoder:
     def _start(self) -> None:
         """Decide lanes (and, on a GPU, the frame size) from the first frame, and write the header."""
         known = len(self.buffer)
+        if known < self.frame_size:  # (called by finish: the whole input is known and fits one frame)
+            self.frame_size = max(1, known)  # (so the header declares what decoding it really needs)
         if self.model is None:
             lanes = 1
         elif self.requested_lanes is not None:
@@ -157,13 +168,13 @@ class StreamEncoder:
             if known >= MAX_LANES_CPU * MIN_LANE_BYTES:
                 self.device = resolve_device(self.device)
                 max_lanes = self._max_lanes(self.device)
-            lanes = choose_lanes(known, max_lanes, self.preset.lane_bytes)
+            lanes = choose_lanes(known, max_lanes, self.preset.lane_bytes, self.preset.small_lane_bytes)
         # No frame uses more lanes than it has bytes (n bytes over n or more lanes: the same layout), and
         # `known` is a whole frame or the whole input: more lanes would only raise what a reader allocates.
         lanes = min(lanes, max(1, known))
         model_id = NO_MODEL_ID if self.model is None else self.model.model_id
         name = "" if self.model is None else self.model.name
-        header = StreamHeader(lanes, self.frame_size, model_id, name)
+        header = StreamHeader(lanes, self.frame_size, model_id, name, level=self.level)
         # A stream that readers with the same limit would refuse is not written.
         check_memory(header, self.model, self.memlimit, "decode what this writes")
         self.header = header

@@ -165,6 +165,29 @@ def test_info_text_and_json(work):
     assert bad.returncode == 1 and b"a.txt: not a .shz file" in bad.stderr
 
 
+def test_level_flags_are_recorded_and_decode_without_a_model(work):
+    """-1 .. -9 as zstd and xz spell them; levels 1-3 use no network, so this needs no model file."""
+    for flag, level in (("-1", 1), ("--level=2", 2), ("-L3", 3)):
+        result = shazip("compress", "-k", "-f", flag, "a.txt", cwd=work)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(shazip("info", "--json", "a.txt.shz", cwd=work).stdout)
+        assert record["level"] == level and "model" not in record["methods"]
+        assert shazip("test", "a.txt.shz", cwd=work).returncode == 0
+    # "-1" as the value of -o names a file; it is not a level
+    assert shazip("compress", "-k", "-2", "-o", "-1", "a.txt", cwd=work).returncode == 0
+    assert (work / "-1").exists()
+    bad = shazip("compress", "--level", "0", "a.txt", cwd=work)
+    assert bad.returncode == 2 and b"--level must be in 1..9" in bad.stderr
+
+
+def test_level_flags_leave_option_values_and_operands_alone():
+    from shazip.cli import level_flags
+
+    assert level_flags(["compress", "-9", "f"]) == ["compress", "--level", "9", "f"]
+    assert level_flags(["compress", "-T", "1", "-o", "-3", "f"]) == ["compress", "-T", "1", "-o", "-3", "f"]
+    assert level_flags(["compress", "--", "-5"]) == ["compress", "--", "-5"]
+
+
 def test_refuses_to_write_compressed_data_to_a_terminal(work):
     controller, terminal = pty.openpty()
     try:
@@ -304,11 +327,13 @@ def test_sigterm_and_sighup_remove_the_temporary_output(work, command, signum):
 
 
 def test_threads_are_bounded(work):
-    for threads in ("100000", "30000", "0"):
+    for threads in ("100000", "30000", "-1"):
         result = shazip("compress", "--threads", threads, "a.txt", cwd=work)
         assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr
-        assert b"--threads must be in 1..256" in result.stderr
+        assert b"--threads must be in 0..256 (0: all CPUs)" in result.stderr
     assert not (work / "a.txt.shz").exists() and leftovers(work) == []
+    result = shazip("compress", "-T0", "-1", "a.txt", cwd=work)  # -T0: every CPU, as xz and zstd
+    assert result.returncode == 0, result.stderr
 
 
 def test_two_writers_of_one_output_name_exactly_one_wins(work):

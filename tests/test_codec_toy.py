@@ -212,8 +212,11 @@ def test_wrong_model_is_refused_with_both_names():
 
 
 def test_lanes_chosen_from_input_size():
-    small = scan(io.BytesIO(toy_compress(text(3 * MIN_LANE_BYTES + 5))))
-    assert small.header.lanes == 3
+    # (level 9: lanes of the level's size; the default level gives small inputs up to 16 faster lanes)
+    big_lanes = scan(io.BytesIO(toy_compress(text(3 * (512 << 10) + 5), level=9))).header
+    assert big_lanes.lanes == 3
+    small = scan(io.BytesIO(toy_compress(text(3 * MIN_LANE_BYTES + 5)))).header
+    assert small.lanes == 16
 
 
 def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
