@@ -35,7 +35,7 @@ class Codec:
 
     @property
     def classical(self) -> bool:
-        return self.name != SHAZIP
+        return not self.name.startswith(SHAZIP)
 
 
 class RoundTripError(AssertionError):
@@ -87,25 +87,31 @@ class ShazipSettings:
     model: Path | None = None  # a model file; None: the embedded default model
     device: str | None = None  # "cpu", "cuda", ...; None: shazip's "auto"
     threads: int | None = None
+    # Levels to measure beside the default one (each is a codec of its own, "shazip-N").
+    extra_levels: tuple[int, ...] = ()
 
     def describe(self) -> str:
+        extra = f", also levels {', '.join(map(str, self.extra_levels))}" if self.extra_levels else ""
         return (
             f"model {self.model or 'embedded default'}, device {self.device or 'auto'}, "
-            f"threads {self.threads or 'default'}"
+            f"threads {self.threads or 'default'}{extra}"
         )
 
 
-def _shazip_codec(settings: ShazipSettings) -> Codec:
-    """shazip through its Python API, with the model, device and threads of `settings`."""
+def _shazip_codec(settings: ShazipSettings, level: int | None = None) -> Codec:
+    """shazip through its Python API, with the model, device and threads of `settings`; level None: the
+    default level, named plain "shazip" (the codec the report compares with the classical ones)."""
     import shazip
 
     model = settings.model
-    options = {
+    name = SHAZIP if level is None else f"{SHAZIP}-{level}"
+    options: dict = {
         key: value for key, value in (("device", settings.device), ("threads", settings.threads)) if value
     }
+    level_option = {} if level is None else {"level": level}
 
     def unavailable(reason: str) -> Codec:
-        return Codec(SHAZIP, _missing, _missing, slow=True, unavailable=reason)
+        return Codec(name, _missing, _missing, slow=True, unavailable=reason)
 
     if model is None:
         from shazip.modelfile import default_model_path
@@ -119,7 +125,7 @@ def _shazip_codec(settings: ShazipSettings) -> Codec:
         return unavailable(f"model file {model} not found")
 
     def compress(data: bytes) -> bytes:
-        return shazip.compress(data, model, **options)
+        return shazip.compress(data, model, **options, **level_option)
 
     def decompress(data: bytes) -> bytes:
         return shazip.decompress(data, model, **options)
@@ -127,7 +133,7 @@ def _shazip_codec(settings: ShazipSettings) -> Codec:
     def frame_methods(compressed: bytes) -> dict[str, int]:
         return dict(shazip.info(compressed).tally.raw_by_method)
 
-    return Codec(SHAZIP, compress, decompress, slow=True, frame_methods=frame_methods)
+    return Codec(name, compress, decompress, slow=True, frame_methods=frame_methods)
 
 
 def _missing(data: bytes) -> bytes:
@@ -135,14 +141,17 @@ def _missing(data: bytes) -> bytes:
 
 
 def all_codecs(shazip_settings: ShazipSettings | None = None) -> list[Codec]:
-    """The codecs in report order: classical ones from fastest to strongest, then shazip."""
+    """The codecs in report order: classical ones from fastest to strongest, then shazip (extra levels
+    first, the default level last)."""
+    shazip_settings = shazip_settings or ShazipSettings()
     return [
         _zstd_codec(3),
         _zstd_codec(19),
         _zstd_codec(22, long_mode=True),
         _xz_codec(),
         _brotli_codec(),
-        _shazip_codec(shazip_settings or ShazipSettings()),
+        *(_shazip_codec(shazip_settings, level) for level in shazip_settings.extra_levels),
+        _shazip_codec(shazip_settings),
     ]
 
 

@@ -41,6 +41,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--shazip-threads", type=int, metavar="N", help="shazip's thread count (default: its own)"
     )
+    group.addoption(
+        "--shazip-levels",
+        metavar="N,N,...",
+        default="",
+        help="also measure shazip at these levels (codecs shazip-N), beside the default level",
+    )
     group.addoption("--shazip-report-md", type=Path, metavar="PATH", help="write the summary as Markdown")
     group.addoption("--shazip-report-json", type=Path, metavar="PATH", help="write the summary as JSON")
     group.addoption(
@@ -59,8 +65,19 @@ def pytest_configure(config: pytest.Config) -> None:
             model=config.getoption("--shazip-model"),
             device=config.getoption("--shazip-device"),
             threads=config.getoption("--shazip-threads"),
+            extra_levels=parse_levels(config.getoption("--shazip-levels")),
         ),
     )
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise pytest.UsageError(f"--shazip-levels: expected levels such as 1,3; got {text!r}") from None
+    if any(not 1 <= level <= 9 for level in levels):
+        raise pytest.UsageError(f"--shazip-levels: levels are 1..9, got {text!r}")
+    return levels
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables, so the summary is the last thing shown

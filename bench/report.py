@@ -148,7 +148,7 @@ class Summary:
         shazip = pick(SHAZIP)
         if shazip is None or shazip.compressed_bytes is None:
             return None
-        classical = [(pick(c), c) for c in self.codecs if c != SHAZIP]
+        classical = [(pick(c), c) for c in self.codecs if not c.startswith(SHAZIP)]
         sizes = [(t.compressed_bytes, c) for t, c in classical if t is not None and t.compressed_bytes]
         if not sizes:
             return None

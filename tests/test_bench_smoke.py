@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.codecs import RoundTripError, all_codecs
+from bench.codecs import RoundTripError, ShazipSettings, all_codecs
 from bench.corpus import (
     CANTERBURY_FILES,
     ENV_CORPUS,
@@ -142,6 +142,11 @@ def test_totals_and_shazip_relative_to_best_classical() -> None:
     assert total.mb_per_s(COMPRESS) == pytest.approx(4000 / 0.4 / 1e6)
     assert total.mb_per_s(DECOMPRESS) is None  # not measured on file b
     assert total.frame_methods == {"model": 3900, "stored": 100}
+    with_a_level = Summary.from_measurements(
+        [*measurements, Measurement("a", "shazip-1", COMPRESS, 1000, 100, 0.01)],
+        ["zstd-3", "xz-9e", "shazip-1", "shazip"],
+    )
+    assert with_a_level.shazip_vs_best_classical("a") == (0.5, "xz-9e")  # shazip-1 is not classical
     assert "shazip frames, bytes coded by each method over all files: model 3,900, stored 100" in (
         summary.markdown()
     )
@@ -246,14 +251,16 @@ def test_pytest_bench_runs_end_to_end(tmp_path: Path) -> None:
         str(tmp_path / "r.md"),
         "--shazip-report-json",
         str(tmp_path / "r.json"),
+        "--shazip-levels",
+        "1",
     ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "shazip benchmark summary" in done.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert [f["file"] for f in report["files"]] == ["tiny.txt"]
-    expected_codecs = [c.name for c in all_codecs() if not c.unavailable]
-    assert report["codecs"] == expected_codecs
+    expected_codecs = [c.name for c in all_codecs(ShazipSettings(extra_levels=(1,))) if not c.unavailable]
+    assert report["codecs"] == expected_codecs and expected_codecs[-2:] == ["shazip-1", "shazip"]
     for name in expected_codecs:
         figures = report["total"]["codecs"][name]
         assert figures["compress_mb_per_s"] > 0 and figures["decompress_mb_per_s"] > 0
