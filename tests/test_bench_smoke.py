@@ -314,3 +314,13 @@ def test_a_slow_codecs_wrong_output_fails_whichever_test_checks_it(tmp_path: Pat
         assert "FAILED bench/test_codecs.py::test_compress[tiny.txt-fake-slow]" in output
     assert "round trip failed" in output
     assert calls == {"compress": 2, "decompress": 2}  # a 256-byte warm-up, then one call each
+
+
+def test_levels_table_round_trips_and_reports_each_level(tmp_path: Path, capsys) -> None:
+    from bench.levels import main as levels_main
+
+    text = make_corpus(tmp_path, {"t.txt": tiny_text(4000)}) / "t.txt"
+    assert levels_main([str(text), "--levels", "1", "2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| t.txt")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "2"]
+    assert all(0 < float(row.split(" | ")[2]) < 8 for row in rows)
