@@ -83,3 +83,24 @@ def model_from_checkpoint(ck: dict):  # noqa: ANN201 - training.model.SHARNN (im
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"the checkpoint's model does not load: {first}") from None
     return model.eval()
+
+
+# Checkpoint entries of the model alone: what best.pt, weights files and model cards keep.
+MODEL_KEYS = (
+    "config",
+    "arch",
+    "train_config",
+    "step",
+    "bytes_seen",
+    "data",
+    "data_files",
+    "data_specs",
+    "data_position",
+    "valid_file",
+    "valid_specs",
+    "valid_sets",
+    "best_valid_bpb",
+    "best_step",
+    "last_valid_bpb",
+    "train_seconds",
+)

@@ -274,27 +274,6 @@ class RunOptions:
     quiet: bool = False
 
 
-# Checkpoint entries of the model alone: what best.pt, weights files and model cards keep.
-MODEL_KEYS = (
-    "config",
-    "arch",
-    "train_config",
-    "step",
-    "bytes_seen",
-    "data",
-    "data_files",
-    "data_specs",
-    "data_position",
-    "valid_file",
-    "valid_specs",
-    "valid_sets",
-    "best_valid_bpb",
-    "best_step",
-    "last_valid_bpb",
-    "train_seconds",
-)
-
-
 class Trainer:
     """One training run (one process; a rank under torchrun)."""
 

@@ -17,33 +17,12 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
-
-# Everything but the optimiser, carried stream state and RNG: what the model card and a new run need
-# (training.train.MODEL_KEYS, spelled out here so that this tool does not import the trainer).
-KEPT = (
-    "config",
-    "arch",
-    "train_config",
-    "step",
-    "bytes_seen",
-    "data",
-    "data_files",
-    "data_specs",
-    "data_position",
-    "valid_file",
-    "valid_specs",
-    "valid_sets",
-    "best_valid_bpb",
-    "best_step",
-    "last_valid_bpb",
-    "train_seconds",
-)
+from training.checkpoints import MODEL_KEYS, CheckpointError, checkpoint_path, load_checkpoint
 
 
 def weights_only(checkpoint: dict) -> dict:
     """The model's config and float32 weights, plus the run's counters for the model card."""
-    slim = {key: checkpoint[key] for key in KEPT if key in checkpoint}
+    slim = {key: checkpoint[key] for key in MODEL_KEYS if key in checkpoint}
     slim["model"] = {name: t.float().clone() for name, t in checkpoint["model"].items()}
     return slim
 
