@@ -13,7 +13,7 @@ import torch
 from tests.make_legacy_checkpoints import COMMON, CORPUS_SEED, CORPUS_SIZE
 from tests.test_training import synthetic_text
 from training import data as D
-from training.checkpoints import CheckpointError, load_checkpoint
+from training.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
 from training.train import main
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -47,8 +47,13 @@ def test_a_checkpoint_from_before_issue_17_resumes_bit_for_bit(tmp_path: Path) -
 
 
 def test_the_shipped_weights_file_loads_safely() -> None:
+    """training/resume/small-default.pt (what a later session continues the default model from) loads
+    without running code and builds the engine's architecture with every weight in place."""
     ck = load_checkpoint(REPO / "training" / "resume" / "small-default.pt")
-    assert ck["config"]["d_model"] == 256 and "arch" not in ck
+    assert ck["config"]["d_model"] == 256 and ck.get("arch", {}).get("lstm_skip", True)
+    model = model_from_checkpoint(ck)
+    assert sum(p.numel() for p in model.parameters()) == 1_847_552
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_a_range_of_a_file_reads_like_the_old_byte_count(tmp_path: Path) -> None:
