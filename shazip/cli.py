@@ -485,7 +485,9 @@ def compress(
     ] = None,
     frame_size: Annotated[
         int | None,
-        typer.Option("--frame-size", min=1, max=64 << 20, help="Raw bytes per frame (default: the level's, 1-8 MiB)."),
+        typer.Option(
+            "--frame-size", min=1, max=64 << 20, help="Raw bytes per frame (default: the level's, 1-8 MiB)."
+        ),
     ] = None,
     no_model: Annotated[
         bool, typer.Option("--no-model", help="zstd/stored frames only: fast, and decodes without a model.")
