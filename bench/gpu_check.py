@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Before torch starts OpenMP (DESIGN.md section 4); an explicit setting in the environment wins.
+# Before torch starts OpenMP (docs/design.md, section 4); an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402

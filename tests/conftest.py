@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Before any test module imports torch: OpenMP threads that busy-wait collapse on a machine whose cores are
-# taken by other work (DESIGN.md section 4); training.train sets this too, but only if it is imported first.
+# Before any test module imports torch: OpenMP threads that busy-wait collapse on a machine whose cores
+# are taken by other work (docs/design.md, section 4); training.train sets this too, but only if it is
+# imported first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest

@@ -42,7 +42,7 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (DESIGN.md section 4)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (docs/design.md, section 4)
 _IMPORT_START = time.time()
 
 import torch  # noqa: E402

@@ -2,7 +2,7 @@
 
 This is the *training* model: float32/bf16, dropout, autograd. Compression never runs it directly;
 `training.quantise` turns a trained instance into an integer model file and `shazip.engine` runs that
-file with integer-exact arithmetic (see DESIGN.md section 2 for why).
+file with integer-exact arithmetic (see docs/design.md, section 2, for why).
 
 Architecture (the paper and its reference code, Smerity/sha-rnn `model.py`):
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Before torch starts OpenMP: with the default busy-waiting, two threads collapse as soon as another
-# process takes a core (DESIGN.md section 4). An explicit setting in the environment wins.
+# process takes a core (docs/design.md, section 4). An explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
