@@ -5,7 +5,7 @@ wrong byte, a traceback or a hang (issue 18).
     python -m bench.fuzz_damage --cases 2000 --command-cases 50 --seed 7
 
 Sources: a stored/zstd stream of many frames, model streams of the test fixture model (several lanes, CR LF
-frames, stored frames between them) and of the embedded default model, and the golden version-1 file.
+frames, stored frames between them) and of the embedded default model.
 Damage: bit flips, byte overwrites, truncations, inserted and deleted bytes, frames swapped, dropped,
 repeated or moved, and crafted edits whose checksums are recomputed so that they reach the checks behind
 them (frame header fields, the stream header's lanes and frame size, payload bytes with their payload CRC).
@@ -50,12 +50,6 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "fixture.safetensors"
 DEFAULT = default_model_path()
 SAMPLE = REPO / "tests" / "data" / "sample.txt"
-GOLDEN_V1 = bytes.fromhex(  # tests/test_format.py's GOLDEN_FILE
-    "8953485a0d0a1a0a0100010028000000000000000000000000000000000000000000000000000000000000000000000000"
-    "6c84578f0200000028000000200000004ca7651d819d0176e63a228528b52ffd0000bd0000887368617a697020666f726d"
-    "61742076310a0100a99e4b0100000012000000120000000f3486dd0f3486dd2bdb2c3920666f726d61742076310a000102"
-    "03040506ff000000020000003a00000000000000a6bc52115701109637df70cbe3f2d6129e812505895a48530a1a0a0d"
-)
 
 
 @dataclass
@@ -87,9 +81,9 @@ class Blocks:
         return len(self.head) + sum(map(len, self.frames[:index]))
 
 
-def resign_frame(raw: bytes, version: int, index: int, offset: int) -> bytes:
+def resign_frame(raw: bytes, index: int, offset: int) -> bytes:
     """A frame header (20 bytes of fields + CRC) with its CRC recomputed for its place."""
-    return raw[:20] + struct.pack("<I", block_crc(raw[:20], version, index, offset)) + raw[24:]
+    return raw[:20] + struct.pack("<I", block_crc(raw[:20], index, offset)) + raw[24:]
 
 
 def damage(source: Source, rng: np.random.Generator) -> tuple[str, bytes]:
@@ -131,7 +125,7 @@ def damage(source: Source, rng: np.random.Generator) -> tuple[str, bytes]:
         field, size = [(0, 1), (1, 1), (2, 2), (4, 4), (8, 4)][int(rng.integers(5))]  # method .. coded size
         value = int(rng.choice([0, 1, 2, 3, 4, 0xFF, int(rng.integers(1 << (8 * size)))]))
         raw[field : field + size] = (value % (1 << (8 * size))).to_bytes(size, "little")
-        raw = bytearray(resign_frame(bytes(raw), blocks.header.version, i + 1, blocks.offset_of(i)))
+        raw = bytearray(resign_frame(bytes(raw), i + 1, blocks.offset_of(i)))
         out = bytearray(blocks.join(frames[:i] + [bytes(raw)] + frames[i + 1 :]))
     elif kind == "crafted payload" and n:
         i = int(rng.integers(n))
@@ -140,7 +134,7 @@ def damage(source: Source, rng: np.random.Generator) -> tuple[str, bytes]:
             for _ in range(int(rng.integers(1, 5))):
                 raw[int(rng.integers(FRAME_HEADER_SIZE, len(raw)))] = int(rng.integers(256))
             raw[16:20] = struct.pack("<I", crc32(raw[FRAME_HEADER_SIZE:]))  # the payload's CRC, recomputed
-            raw = bytearray(resign_frame(bytes(raw), blocks.header.version, i + 1, blocks.offset_of(i)))
+            raw = bytearray(resign_frame(bytes(raw), i + 1, blocks.offset_of(i)))
         out = bytearray(blocks.join(frames[:i] + [bytes(raw)] + frames[i + 1 :]))
     elif kind == "crafted header":
         h = blocks.header
@@ -225,7 +219,6 @@ def make_sources() -> tuple[list[Source], Callable]:
             DEFAULT,
             0.12,
         ),
-        Source("golden version 1", b"shazip format v1\n" * 3 + bytes(range(7)), GOLDEN_V1, None, None, 0.08),
     ]
     for s in sources:
         assert decode(s, s.packed, factory)[0] == s.data, s.name

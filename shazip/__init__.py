@@ -1,4 +1,4 @@
-"""shazip: a neural file compressor (SHA-RNN byte model + range coder).
+"""shazip: a neural file compressor (a SHA-RNN byte model inside a context-mixing stage).
 
     import shazip
     packed = shazip.compress(data)            # the embedded default model

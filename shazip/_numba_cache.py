@@ -27,8 +27,6 @@ MODULES = (
     "engine/crew.py",
     "engine/fixed_point.py",
     "intmath.py",
-    "infile/match.py",
-    "infile/context_counts.py",
     "mixing/coder.py",
     "mixing/model.py",
     "mixing/tables.py",

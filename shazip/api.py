@@ -22,6 +22,7 @@ from typing import IO, Any, BinaryIO
 
 from shazip import levels, runtime
 from shazip.format import StreamHeader, StreamInfo, read_header, scan
+from shazip.frames import check_frame
 from shazip.runtime import DEFAULT_MEMLIMIT
 from shazip.stream import ProgressCallback, StreamDecoder, StreamEncoder
 
@@ -67,7 +68,7 @@ class Compressor:
         self._runtime = _Runtime(model, device, threads)
         self._options = {"level": level, "lanes": lanes, "frame_size": frame_size, "strategy": strategy}
         self._options["memlimit"] = memlimit
-        uses_network = strategy == "model" or (strategy == "auto" and levels.level(level).uses_network)
+        uses_network = levels.uses_network(levels.level(level), strategy)
         self._model = runtime.load_model(model) if uses_network else None
 
     def _encoder(self, out: BinaryIO, progress: ProgressCallback | None = None) -> StreamEncoder:
@@ -370,7 +371,7 @@ def info(source: Source) -> StreamInfo:
     """Header, every frame header and the footer of a .shz file or bytes, checked, without decoding."""
     stream, owned = _as_stream(source)
     try:
-        return scan(stream)
+        return scan(stream, check=check_frame)
     finally:
         if owned:
             stream.close()

@@ -654,6 +654,7 @@ class FrameList:
         from array import array
 
         self.methods = array("B")
+        self.versions = array("B")
         self.lanes = array("H")
         self.raw = array("I")
         self.coded = array("I")
@@ -661,6 +662,7 @@ class FrameList:
 
     def add(self, frame: Any) -> None:
         self.methods.append(frame.method)
+        self.versions.append(frame.version)
         self.lanes.append(frame.lanes)
         self.raw.append(frame.raw_size)
         self.coded.append(frame.coded_size)
@@ -675,6 +677,7 @@ class FrameList:
         for i in range(len(self)):
             yield {
                 "method": Method(self.methods[i]).name.lower(),
+                "version": self.versions[i],
                 "raw_size": self.raw[i],
                 "coded_size": self.coded[i],
                 "lanes": self.lanes[i],
@@ -698,10 +701,11 @@ def info_record(name: str, list_frames: bool) -> dict[str, Any]:
     """What `shazip info` reports about one file, as plain data (also the --json output); with
     `list_frames`, every frame too (under "frame_list", a FrameList)."""
     from shazip.format import scan
+    from shazip.frames import check_frame
 
     frames = FrameList()
     with input_file(name) as stream:
-        info = scan(stream, (lambda index, frame: frames.add(frame)) if list_frames else None)
+        info = scan(stream, (lambda index, frame: frames.add(frame)) if list_frames else None, check_frame)
     header, footer = info.header, info.footer
     coded = info.file_size
     raw = footer.total_size

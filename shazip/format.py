@@ -9,8 +9,9 @@ No model and no torch here: everything in this module works on bytes, so `shazip
     end      method=0xFF(1) flags(1) reserved(2) frame_count(4) total_size(8) blake2b-128(16) crc32(4)
              trailing magic(8)
 
-From version 2 on, a frame header's and the footer's crc32 also cover the block's place in the stream
-(frame index, offset), so a frame moved, dropped or repeated fails at its own header.
+A frame header's and the footer's crc32 also cover the block's place in the stream (frame index,
+offset), so a frame moved, dropped or repeated fails at its own header. The method byte names the frame's
+method and its version; what each method's payload means is `shazip.frames`' business, not this module's.
 
 Written in one pass over input of unknown length (nothing in the header depends on what follows) and
 read in one pass (every length is known before the bytes it describes).
@@ -29,11 +30,12 @@ from typing import BinaryIO
 MAGIC = b"\x89SHZ\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CR LF, ^Z and LF catch mangled transfers
 TRAILING_MAGIC = b"\x89ZHS\n\x1a\n\r"  # the last 8 bytes of every complete .shz file
 FORMAT_VERSION = 2  # what this shazip writes
-READ_VERSIONS = (1, 2)  # what it reads
+READ_VERSIONS = (2,)  # what it reads
+# Container versions this shazip no longer reads, with what a user needs to know to decode such a file.
+RETIRED_VERSIONS = {1: "written by shazip before 2026-12-06; decode it with a shazip of that time"}
 
 MAX_LANES = 8192
 MAX_LEVEL = 9  # levels a header records (shazip.levels)
-LZMA_DICT_SIZE = 8 << 20  # the dictionary of LZMA frames (writer and reader)
 MAX_FRAME_SIZE = 64 * 1024 * 1024  # raw bytes per frame; also bounds every allocation a reader makes
 MAX_FRAMES = 2**32 - 1
 MAX_NAME_BYTES = 255
@@ -50,39 +52,42 @@ FRAME_HEADER_SIZE = _FRAME.size + 4  # 24
 FOOTER_SIZE = _FOOTER.size + 4 + len(TRAILING_MAGIC)  # 44
 MIN_HEADER_SIZE = _HEADER_FIXED.size + 4  # 53
 
-# A model frame's range coder gives every symbol at least 1/2**24 of its range (constriction's 24-bit
-# quantisation, every entry >= 1), so a symbol costs at least -log2(1 - 255/2**24) > 2**-15.6 bits and a
-# 32-bit word holds fewer than 1,459,400 symbols. A model frame claiming more symbols than this many per
-# payload word (plus the two words of coder state) cannot be genuine: refused before any model time.
-MODEL_SYMBOLS_PER_WORD = 1 << 21
-
 
 class Method(IntEnum):
-    """How a frame's payload encodes its raw bytes."""
+    """The method numbers of docs/format.md, "Frames" (the payload of each: `shazip.frames`)."""
 
-    STORED = 1  # payload = the raw bytes
-    ZSTD = 2  # payload = one zstd frame (level chosen by the encoder)
-    MODEL = 3  # payload = range-coder words (uint32 LE) driven by the model, `lanes` lanes
-    MIX = 4  # payload = binary arithmetic code of the mixing model over the network, `lanes` lanes
-    CM = 5  # payload = binary arithmetic code of the mixing model alone, one sequence
-    BZIP2 = 6  # payload = one bzip2 stream
-    LZMA = 7  # payload = a raw LZMA2 stream (LZMA_DICT_SIZE dictionary)
+    STORED = 1
+    ZSTD = 2
+    MODEL = 3  # retired: the network with in-file models over a range coder (no longer read)
+    MIX = 4
+    CM = 5
+    BZIP2 = 6
+    LZMA = 7
+    NET = 8
     END = 0xFF  # not a frame: the end-of-stream marker that starts the footer
 
 
+# The method byte: the method number in its low 5 bits, its version - 1 in the high 3 (so the version-1
+# methods of the first files are their plain numbers). Number 31 is reserved: 0xFF is the end marker.
+METHOD_NUMBER_BITS = 5
+MAX_METHOD_VERSION = 1 << (8 - METHOD_NUMBER_BITS)
+
+
+def method_byte(method: int, version: int) -> int:
+    if not 1 <= method < (1 << METHOD_NUMBER_BITS) - 1 or not 1 <= version <= MAX_METHOD_VERSION:
+        raise ValueError(f"no method byte for method {method} version {version}")
+    return method | (version - 1) << METHOD_NUMBER_BITS
+
+
+def split_method_byte(byte: int) -> tuple[int, int]:
+    """(method number, version) of a frame header's method byte."""
+    return byte & ((1 << METHOD_NUMBER_BITS) - 1), (byte >> METHOD_NUMBER_BITS) + 1
+
+
 class FrameFlag(IntFlag):
-    """Options of a model frame (docs/format.md); MIX frames take CRLF_AS_LF only, other methods none."""
+    """Options of the frames that code text with the network (mix, net); other methods take none."""
 
-    CRLF_AS_LF = 0x01  # the model coded the frame with every CR LF as LF; payload starts with that size
-    MATCH_MODEL = 0x02  # the engine's tables were mixed with the match model (shazip/match.py)
-    CONTEXT_COUNTS = 0x04  # then blended with the frame's context counts (shazip/context_counts.py)
-    CONTEXT_COUNTS_2 = 0x08  # instead of 0x04: the context counts' second version (ContextCounts2)
-
-
-# (an int: ~ on a flag would keep only the known bits)
-KNOWN_FRAME_FLAGS = int(
-    FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
-)
+    CRLF_AS_LF = 0x01  # the frame was coded with every CR LF as LF; its payload starts with that size
 
 
 def lane_layout(n: int, lanes: int) -> tuple[int, int, int]:
@@ -134,15 +139,12 @@ def crc32(data: bytes | bytearray | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def block_crc(body: bytes | bytearray | memoryview, version: int, index: int, offset: int) -> int:
-    """The CRC-32 that ends a frame header or the footer. Version 1: of the body alone. Version 2: of the
-    body followed by `index` (uint32: the frame's number counted from 1; for the footer, the frame count)
-    and `offset` (uint64: where the block starts, in bytes from the start of the stream), so that a block
-    that is not where the writer put it fails its own check (docs/format.md)."""
-    crc = zlib.crc32(body)
-    if version >= 2:
-        crc = zlib.crc32(_PLACE.pack(index, offset), crc)
-    return crc & 0xFFFFFFFF
+def block_crc(body: bytes | bytearray | memoryview, index: int, offset: int) -> int:
+    """The CRC-32 that ends a frame header or the footer: of the body followed by `index` (uint32: the
+    frame's number counted from 1; for the footer, the frame count) and `offset` (uint64: where the block
+    starts, in bytes from the start of the stream), so that a block that is not where the writer put it
+    fails its own check (docs/format.md)."""
+    return zlib.crc32(_PLACE.pack(index, offset), zlib.crc32(body)) & 0xFFFFFFFF
 
 
 def printable(text: str) -> str:
@@ -171,13 +173,13 @@ class StreamHeader:
     model_id: bytes  # 32-byte sha256 identity of the model (shazip.modelfile)
     model_name: str
     version: int = FORMAT_VERSION
-    level: int = 0  # the compression level that wrote the stream, 1..9 (0: not recorded; version 1: none)
+    level: int = 0  # the compression level that wrote the stream, 1..9 (0: not recorded)
 
     def __post_init__(self) -> None:
         if self.version not in READ_VERSIONS:
             raise ValueError(f"format version must be one of {READ_VERSIONS}, got {self.version}")
-        if not 0 <= self.level <= (MAX_LEVEL if self.version >= 2 else 0):
-            raise ValueError(f"level {self.level} cannot be recorded in a version {self.version} header")
+        if not 0 <= self.level <= MAX_LEVEL:
+            raise ValueError(f"level {self.level} cannot be recorded in a header")
         if not 1 <= self.lanes <= MAX_LANES:
             raise ValueError(f"lanes must be in 1..{MAX_LANES}, got {self.lanes}")
         if not 1 <= self.frame_size <= MAX_FRAME_SIZE:
@@ -218,14 +220,16 @@ def read_header(stream: BinaryIO, magic: bytes | None = None) -> StreamHeader:
     # The version is checked before the checksum: a later version may lay out its header differently.
     if version not in READ_VERSIONS:
         known = " and ".join(map(str, READ_VERSIONS))
-        newer = ": written by a newer shazip?" if version > max(READ_VERSIONS) else ""
-        raise FormatError(f"unsupported format version {version} (this shazip reads versions {known}){newer}")
+        why = RETIRED_VERSIONS.get(version, "written by a newer shazip?")
+        raise FormatError(
+            f"format version {version}, which this shazip does not read (it reads {known}): {why}"
+        )
     name = read_exact(stream, name_len, "the header")
     stored_crc = _U32.unpack(read_exact(stream, 4, "the header"))[0]
     if crc32(magic + rest + name) != stored_crc:
         raise ChecksumError("corrupt header (checksum)")
-    # Version 2 keeps the level in the low 4 bits of the flags byte; every other bit is reserved.
-    level = flags & 0x0F if version >= 2 else 0
+    # The level is kept in the low 4 bits of the flags byte; every other bit is reserved.
+    level = flags & 0x0F
     if flags != level or level > MAX_LEVEL:
         raise FormatError(f"reserved header flags set (0x{flags:02x}): written by a newer shazip?")
     try:
@@ -244,16 +248,22 @@ class FrameHeader:
     raw_size: int
     coded_size: int
     raw_crc32: int  # CRC-32 of the frame's raw (decoded) bytes
-    lanes: int = 0  # model frames: lanes used (1..header lanes); other methods: 0
-    # CRC-32 of the payload: corruption is found before any model time is spent, and a flipped bit the
-    # range decoder would not notice (its last word has slack) is still an error.
+    lanes: int = 0  # frames coded with the network: lanes used (1..header lanes); other methods: 0
+    # CRC-32 of the payload: corruption is found before any model time is spent, and a flipped bit an
+    # arithmetic decoder would not notice (its last bytes have slack) is still an error.
     coded_crc32: int = 0
-    flags: int = 0  # FrameFlag bits, model frames only
+    flags: int = 0  # FrameFlag bits, where the method takes them
+    version: int = 1  # the method's version (docs/format.md, "Method versions")
 
-    def to_bytes(self, index: int, offset: int, version: int = FORMAT_VERSION) -> bytes:
+    @property
+    def label(self) -> str:
+        """ "mix v1" """
+        return f"{self.method.name.lower()} v{self.version}"
+
+    def to_bytes(self, index: int, offset: int) -> bytes:
         """The 24-byte frame header of frame number `index` (from 1) starting at stream offset `offset`."""
         body = _FRAME.pack(
-            self.method,
+            method_byte(self.method, self.version),
             self.flags,
             self.lanes,
             self.raw_size,
@@ -261,53 +271,17 @@ class FrameHeader:
             self.raw_crc32,
             self.coded_crc32,
         )
-        return body + _U32.pack(block_crc(body, version, index, offset))
+        return body + _U32.pack(block_crc(body, index, offset))
 
     def validate(self, header: StreamHeader, index: int) -> None:
-        """Check the fields against the stream header; raise FormatError naming the frame."""
-
-        def bad(problem: str) -> FormatError:
-            return FormatError(f"corrupt frame {index} ({problem})")
-
+        """Check the fields every method shares against the stream header; raise FormatError naming the
+        frame. (Each method's own rules: `shazip.frames`.)"""
         if not 1 <= self.raw_size <= header.frame_size:
-            raise bad(f"raw size {self.raw_size} outside 1..{header.frame_size}")
-        if self.flags & ~KNOWN_FRAME_FLAGS:
             raise FormatError(
-                f"frame {index} uses options this shazip does not know (flags 0x{self.flags:02x}):"
-                " written by a newer shazip?"
+                f"corrupt frame {index} (raw size {self.raw_size} outside 1..{header.frame_size})"
             )
-        if self.flags and self.method not in (Method.MODEL, Method.MIX):
-            raise bad("flags set on a frame that is not a model frame")
-        if self.method == Method.MIX and self.flags & ~FrameFlag.CRLF_AS_LF:
-            raise bad(f"flags 0x{self.flags:02x} on a mixing frame")
-        both_counts = FrameFlag.CONTEXT_COUNTS | FrameFlag.CONTEXT_COUNTS_2
-        if self.flags & both_counts == both_counts:
-            raise bad("flags 0x04 and 0x08 together")
-        if self.method == Method.STORED:
-            if self.coded_size != self.raw_size or self.lanes != 0:
-                raise bad("stored frame with coded size != raw size or lanes != 0")
-        elif self.method in (Method.ZSTD, Method.BZIP2, Method.LZMA):
-            if not 1 <= self.coded_size < self.raw_size or self.lanes != 0:
-                name = self.method.name.lower()
-                raise bad(f"{name} frame not smaller than its raw size, or lanes != 0")
-        elif self.method == Method.MODEL:
-            if not 1 <= self.lanes <= header.lanes:
-                raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
-            if not 4 <= self.coded_size < self.raw_size or self.coded_size % 4:
-                raise bad(f"model frame coded size {self.coded_size} invalid")
-            crlf = bool(self.flags & FrameFlag.CRLF_AS_LF)
-            words = self.coded_size // 4 - crlf  # (the CRLF prefix is one word)
-            symbols = (self.raw_size + 1) // 2 if crlf else self.raw_size  # (CR LF -> LF at most halves it)
-            if symbols > MODEL_SYMBOLS_PER_WORD * (words + 2):
-                raise bad(f"{self.coded_size}-byte payload too small for {self.raw_size} bytes")
-        elif self.method == Method.MIX:
-            if not 1 <= self.lanes <= header.lanes:
-                raise bad(f"lane count {self.lanes} outside 1..{header.lanes}")
-            if not 1 <= self.coded_size < self.raw_size:
-                raise bad(f"mixing frame coded size {self.coded_size} invalid")
-        elif self.method == Method.CM:
-            if not 1 <= self.coded_size < self.raw_size or self.lanes != 0:
-                raise bad("CM frame not smaller than its raw size, or lanes != 0")
+        if self.lanes > header.lanes:
+            raise FormatError(f"corrupt frame {index} (lane count {self.lanes} outside 0..{header.lanes})")
 
 
 @dataclass(frozen=True)
@@ -316,15 +290,15 @@ class Footer:
     total_size: int
     content_hash: bytes
 
-    def to_bytes(self, offset: int, version: int = FORMAT_VERSION) -> bytes:
+    def to_bytes(self, offset: int) -> bytes:
         """The end marker and footer, starting at stream offset `offset`."""
         body = _FOOTER.pack(Method.END, 0, 0, self.frame_count, self.total_size, self.content_hash)
-        return body + _U32.pack(block_crc(body, version, self.frame_count, offset)) + TRAILING_MAGIC
+        return body + _U32.pack(block_crc(body, self.frame_count, offset)) + TRAILING_MAGIC
 
 
-def read_block(stream: BinaryIO, index: int, offset: int, version: int) -> FrameHeader | Footer:
+def read_block(stream: BinaryIO, index: int, offset: int) -> FrameHeader | Footer:
     """Read the next block: the header of frame number `index` (counted from 1) or the end-of-stream
-    footer (after index - 1 frames), starting at stream offset `offset` of a stream of format `version`."""
+    footer (after index - 1 frames), starting at stream offset `offset`."""
     first = read_exact(stream, FRAME_HEADER_SIZE, f"frame {index} header", allow_empty=True)
     if not first:
         raise TruncatedError(f"truncated (no end-of-stream footer after {index - 1} frames)")
@@ -334,7 +308,7 @@ def read_block(stream: BinaryIO, index: int, offset: int, version: int) -> Frame
         rest = read_exact(stream, FOOTER_SIZE - FRAME_HEADER_SIZE, "the footer")
         data = first + rest
         body, stored_crc, trailing = data[: _FOOTER.size], data[_FOOTER.size : _FOOTER.size + 4], data[-8:]
-        if block_crc(body, version, index - 1, offset) != _U32.unpack(stored_crc)[0]:
+        if block_crc(body, index - 1, offset) != _U32.unpack(stored_crc)[0]:
             raise ChecksumError("corrupt footer (checksum)")
         if trailing != TRAILING_MAGIC:
             raise FormatError("corrupt footer (trailing magic)")
@@ -342,17 +316,18 @@ def read_block(stream: BinaryIO, index: int, offset: int, version: int) -> Frame
         if flags or reserved:
             raise FormatError("reserved footer bits set")
         return Footer(frame_count, total_size, content_hash)
-    method, flags, lanes, raw_size, coded_size, raw_crc, coded_crc = _FRAME.unpack(first[: _FRAME.size])
-    if block_crc(first[: _FRAME.size], version, index, offset) != _U32.unpack(first[_FRAME.size :])[0]:
-        # (from version 2 on this is also what a frame moved, dropped or repeated looks like)
+    byte, flags, lanes, raw_size, coded_size, raw_crc, coded_crc = _FRAME.unpack(first[: _FRAME.size])
+    if block_crc(first[: _FRAME.size], index, offset) != _U32.unpack(first[_FRAME.size :])[0]:
+        # (this is also what a frame moved, dropped or repeated looks like)
         raise ChecksumError(f"corrupt frame {index} (header checksum)")
+    number, version = split_method_byte(byte)
     try:
-        method = Method(method)
+        method = Method(number)
     except ValueError:
         raise FormatError(
-            f"frame {index} uses method {method}, which this shazip does not know: written by a newer shazip?"
+            f"frame {index} uses method {number}, which this shazip does not know: written by a newer shazip?"
         ) from None
-    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes, coded_crc, flags)
+    return FrameHeader(method, raw_size, coded_size, raw_crc, lanes, coded_crc, flags, version)
 
 
 def read_exact(stream: BinaryIO, n: int, what: str, allow_empty: bool = False) -> bytes:
@@ -400,15 +375,20 @@ class FrameTally:
         return ", ".join(f"{count} {method}" for method, count in sorted(self.methods.items())) or "none"
 
 
+# check(frame, stream header, index): the method's own rules for a frame header; raises FormatError
+FrameCheck = Callable[[FrameHeader, StreamHeader, int], None]
+
+
 class FrameWalk:
     """The frames of a stream after its header, in order: `for index, frame in walk:` gives each frame
     header, checked against the stream header (index counted from 1); the caller then reads or skips its
     payload. When the end marker comes, its footer is checked against what was walked (frame count, total
     size) and kept in `footer`; the content hash is the decoder's to check."""
 
-    def __init__(self, stream: BinaryIO, header: StreamHeader) -> None:
+    def __init__(self, stream: BinaryIO, header: StreamHeader, check: FrameCheck | None = None) -> None:
         self.stream = stream
         self.header = header
+        self.check = check
         self.tally = FrameTally()
         self.footer: Footer | None = None
 
@@ -420,12 +400,14 @@ class FrameWalk:
     def __iter__(self) -> Iterator[tuple[int, FrameHeader]]:
         while True:
             index = self.tally.frames + 1
-            block = read_block(self.stream, index, self.offset, self.header.version)
+            block = read_block(self.stream, index, self.offset)
             if isinstance(block, Footer):
                 check_footer(block, self.tally.frames, self.tally.raw_size)
                 self.footer = block
                 return
             block.validate(self.header, index)
+            if self.check is not None:
+                self.check(block, self.header, index)
             yield index, block
             self.tally.add(block)
 
@@ -450,14 +432,19 @@ class StreamInfo:
         return dict(self.tally.methods)
 
 
-def scan(stream: BinaryIO, on_frame: Callable[[int, FrameHeader], None] | None = None) -> StreamInfo:
+def scan(
+    stream: BinaryIO,
+    on_frame: Callable[[int, FrameHeader], None] | None = None,
+    check: FrameCheck | None = None,
+) -> StreamInfo:
     """Read a .shz stream's header, frame headers and footer, skipping payloads (seeking when possible);
-    `on_frame(index, frame)` sees each frame header.
+    `on_frame(index, frame)` sees each frame header, after `check` (the methods' own rules:
+    `shazip.frames.check_frame`).
 
     Checks every structural checksum, the frame count and total size, and that nothing follows the footer;
     it cannot check the content itself (that needs decoding: `shazip test`)."""
     header = read_header(stream)
-    walk = FrameWalk(stream, header)
+    walk = FrameWalk(stream, header, check)
     for index, frame in walk:
         if on_frame is not None:
             on_frame(index, frame)
@@ -467,10 +454,10 @@ def scan(stream: BinaryIO, on_frame: Callable[[int, FrameHeader], None] | None =
     return StreamInfo(header, walk.tally, walk.footer)
 
 
-def frame_headers(stream: BinaryIO) -> list[FrameHeader]:
+def frame_headers(stream: BinaryIO, check: FrameCheck | None = None) -> list[FrameHeader]:
     """Every frame header of a checked stream, in order (scan keeps none: this is for small streams)."""
     frames: list[FrameHeader] = []
-    scan(stream, lambda index, frame: frames.append(frame))
+    scan(stream, lambda index, frame: frames.append(frame), check)
     return frames
 
 
@@ -480,9 +467,9 @@ def assemble(header: StreamHeader, frames: Iterable[tuple[FrameHeader, bytes]], 
     parts = [header.to_bytes()]
     offset = header.size
     for index, (frame, payload) in enumerate(frames, 1):
-        parts += [frame.to_bytes(index, offset, header.version), payload]
+        parts += [frame.to_bytes(index, offset), payload]
         offset += FRAME_HEADER_SIZE + len(payload)
-    parts.append(footer.to_bytes(offset, header.version))
+    parts.append(footer.to_bytes(offset))
     return b"".join(parts)
 
 

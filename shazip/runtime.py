@@ -98,16 +98,11 @@ def default_engine_factory(model: Any, device: str, threads: int | None) -> Any:
 
 DEFAULT_MEMLIMIT = 512 << 20  # bytes; a stream whose need is larger is refused unless the limit is raised
 # Copies of a frame's size a reader holds at once: stored/zstd frames the payload, the raw bytes and the
-# caller's; model frames also the coder's words, the lane grid, its transposed copy and (CRLF) the text.
+# caller's; frames with the network also the coder's words, the lane grid, its transposed copy and (CRLF)
+# the text.
 PLAIN_FRAME_COPIES = 3
 MODEL_FRAME_COPIES = 7
-# The in-file models of one model frame (shazip/infile), the largest flag combination a reader knows
-# (match model + context counts version 2; version 1 needs less in total, more per lane): fixed tables,
-# then per lane. tests/test_memory_limits.py checks them against the arrays the models allocate.
-IN_FILE_TABLE_BYTES = 227_700_000
-IN_FILE_LANE_BYTES = 8_300
-CODER_LANE_BYTES = 4_096  # per lane: the step's table copies on their way to the range coder
-LZMA_DECODER_BYTES = 9 << 20  # an LZMA frame's decoder: its 8 MiB dictionary and state
+CODER_LANE_BYTES = 4_096  # per lane: the step's table copies on their way to a coder
 
 
 @dataclass(frozen=True)
@@ -116,7 +111,7 @@ class MemoryNeed:
 
     frames: int  # frame buffers
     engine: int = 0  # every lane's state (LSTM, attention ring, table) and the step's scratch
-    tables: int = 0  # a frame's models learning the frame: a mixing model, or a model frame's in-file models
+    tables: int = 0  # a frame's models learning the frame (the mixing model), or a codec's state
     model: int = 0  # the model's weights as the engine holds them
     lanes: int = 0
 
@@ -157,19 +152,14 @@ def model_bytes(model: Any) -> int:
 
 def memory_needed(header: Any, model: Any = None) -> MemoryNeed:
     """What decoding a stream with this header (shazip.format.StreamHeader) needs at most, with `model`
-    (the one its model_id names; None for streams without model frames)."""
-    from shazip.mixing import state_bytes
+    (the one its model_id names; None for streams without frames that use the network)."""
+    from shazip.frames import reader_bytes
 
-    # Any frame may be a CM frame (the mixing model on one lane) or an LZMA frame.
-    frame_models = max(state_bytes(1, header.frame_size), LZMA_DECODER_BYTES)
+    tables = reader_bytes(header)  # (one frame is decoded at a time: the largest method's)
     if not any(header.model_id):  # (no model: no frame needs the network)
-        return MemoryNeed(frames=PLAIN_FRAME_COPIES * header.frame_size, tables=frame_models)
+        return MemoryNeed(frames=PLAIN_FRAME_COPIES * header.frame_size, tables=tables)
     config = getattr(model, "config", None)
     lanes = header.lanes
-    # A frame with the network is a MIX frame (the mixing model on every lane) or an older model frame
-    # (the in-file models): the larger of the two.
-    in_file = IN_FILE_TABLE_BYTES + lanes * IN_FILE_LANE_BYTES
-    tables = max(frame_models, state_bytes(lanes, header.frame_size), in_file)
     per_lane = CODER_LANE_BYTES + (engine_lane_bytes(config) if config else 0)
     return MemoryNeed(
         frames=MODEL_FRAME_COPIES * header.frame_size,

@@ -412,11 +412,16 @@ def test_output_from_stdin_gets_the_mode_open_would_give(work, umask, mode):
 
 
 def crafted_header_stream(name: str, model_id: bytes = bytes(32)) -> bytes:
-    """A complete stream without frames whose header carries `name` as the model's name."""
-    from shazip.format import Footer, StreamHeader, assemble, content_hasher
+    """A complete stream whose header carries `name` as the model's name: without frames, or (with a
+    model id) one net frame, so that decoding needs the model."""
+    from shazip.format import Footer, FrameHeader, Method, StreamHeader, assemble, content_hasher, crc32
 
     header = StreamHeader(1, 1024, model_id, name)
-    return assemble(header, [], Footer(0, 0, content_hasher().digest()))
+    if not any(model_id):
+        return assemble(header, [], Footer(0, 0, content_hasher().digest()))
+    payload = bytes(8)
+    frame = FrameHeader(Method.NET, 100, 8, 0, 1, crc32(payload))
+    return assemble(header, [(frame, payload)], Footer(1, 100, bytes(16)))
 
 
 EVIL_NAME = "\x1b]0;owned\x07\x1b[2J\x1b[1;1Hfake text\r\u202etxt.exe\x9b31m"
@@ -444,7 +449,7 @@ def test_memory_limit_refuses_a_header_asking_for_too_much(work):
 
     model = ModelFile.load(default_model_path())
     payload = bytes(8)
-    frame = FrameHeader(Method.MODEL, 100, 8, 0, 8192, crc32(payload), 0x0A)
+    frame = FrameHeader(Method.NET, 100, 8, 0, 8192, crc32(payload))
     header = StreamHeader(8192, 1 << 20, model.model_id, model.name)
     (work / "lanes.shz").write_bytes(assemble(header, [(frame, payload)], Footer(1, 100, bytes(16))))
     assert len((work / "lanes.shz").read_bytes()) < 200

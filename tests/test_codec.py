@@ -21,7 +21,8 @@ from shazip.format import (
     frame_headers,
     scan,
 )
-from shazip.model_frame import ModelFrameCoder
+from shazip.frames import NET_V1, FrameJob
+from shazip.frames.network import NetworkLanes
 from shazip.runtime import default_engine_factory
 from shazip.stream import StreamDecoder, StreamEncoder
 from tests.paths import sample_text
@@ -122,13 +123,13 @@ def test_losing_model_frame_is_replaced_and_lanes_restored(model, engines):
 
 def test_lane_state_carries_across_frames(model, engines):
     """Coding a frame after the one before it costs less than coding it alone: the engine's context is
-    carried. (Measured on the engine's own tables, flags 0: the in-file models start afresh in every
+    carried. (Measured on net frames, the engine's own tables: the mixing model starts afresh in every
     frame anyway. The fixture model's short memory gains a few bytes at most per frame, in whole 4-byte
     words, so two pairs of frames of Python source are summed.)"""
 
     def second_frame_size(frames: list[bytes]) -> int:
-        coder = ModelFrameCoder(model, 1, "cpu", None, engines)
-        sizes = [len(coder.encode(frame, 1, method=Method.MODEL, flags=0)[0]) for frame in frames]
+        job = FrameJob(network=NetworkLanes(model, 1, "cpu", None, engines), lanes=1)
+        sizes = [len(NET_V1.encode(frame, 1 << 30, job).payload) for frame in frames]
         return sizes[-1]
 
     pairs = [(sample_text(800, offset), sample_text(800, offset + 800)) for offset in (150_000, 200_000)]

@@ -17,8 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shazip.format import FrameFlag, Method, ModelMismatchError, frame_headers, lane_layout, scan
-from shazip.model_frame import ModelFrameCoder, crlf_as_lf_applies
-from shazip.stream import MIN_LANE_BYTES, StreamDecoder, StreamEncoder, choose_lanes
+from shazip.frames import MIX_V1, FrameJob
+from shazip.frames.network import NetworkLanes, crlf_as_lf_applies
+from shazip.levels import DEFAULT_LEVEL, LEVELS, choose_lanes
+from shazip.stream import StreamDecoder, StreamEncoder
+
+MIN_LANE_BYTES = LEVELS[DEFAULT_LEVEL].lane_bytes
 
 
 class ToyState:
@@ -116,12 +120,12 @@ def test_lane_layout_covers_every_byte_once():
 
 
 def test_choose_lanes_small_inputs_get_few_lanes():
-    assert choose_lanes(0, 64) == 1
-    assert choose_lanes(100, 64) == 1
-    assert choose_lanes(5 * MIN_LANE_BYTES + 3, 64) == 5
-    assert choose_lanes(1 << 20, 64) == (1 << 20) // MIN_LANE_BYTES
-    assert choose_lanes(64 * MIN_LANE_BYTES, 64) == 64
-    assert choose_lanes(1 << 30, 256) == 256
+    assert choose_lanes(0, 64, MIN_LANE_BYTES) == 1
+    assert choose_lanes(100, 64, MIN_LANE_BYTES) == 1
+    assert choose_lanes(5 * MIN_LANE_BYTES + 3, 64, MIN_LANE_BYTES) == 5
+    assert choose_lanes(1 << 20, 64, MIN_LANE_BYTES) == (1 << 20) // MIN_LANE_BYTES
+    assert choose_lanes(64 * MIN_LANE_BYTES, 64, MIN_LANE_BYTES) == 64
+    assert choose_lanes(1 << 30, 256, MIN_LANE_BYTES) == 256
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 5, 64])
@@ -180,13 +184,13 @@ def test_losing_model_frame_stops_early():
     """Once the payload is sure to reach the size to beat, the encoder stops running the model."""
     model = ToyModel()
     data = markov(20_000)
-    coder = ModelFrameCoder(model, 1, "cpu", None, model.factory)
-    full = coder.encode(data, 1)
+    job = FrameJob(network=NetworkLanes(model, 1, "cpu", None, model.factory), lanes=1)
+    full = MIX_V1.encode(data, 1 << 30, job)
     assert full is not None
     steps = model.engines[0].steps
-    assert coder.encode(data, 1, limit=len(full[0]) + 4) is not None  # can still win: runs to the end
+    assert MIX_V1.encode(data, len(full.payload) + 4, job) is not None  # can still win: runs to the end
     assert model.engines[0].steps == 2 * steps
-    assert coder.encode(data, 1, limit=len(full[0]) // 4) is None
+    assert MIX_V1.encode(data, len(full.payload) // 4, job) is None
     assert model.engines[0].steps - 2 * steps < steps // 3  # stopped about a quarter of the way
 
 
@@ -224,13 +228,16 @@ def test_decoder_accepts_frames_with_fewer_lanes_than_the_header():
     from shazip.format import Footer, FrameHeader, StreamHeader, assemble, content_hasher, crc32
 
     model = ToyModel()
-    coder = ModelFrameCoder(model, 4, "cpu", None, model.factory)
+    network = NetworkLanes(model, 4, "cpu", None, model.factory)
     frames = [markov(900, seed=1), markov(500, seed=2), markov(700, seed=3)]
     parts = []
     hasher = content_hasher()
     for raw, lanes in zip(frames, [4, 2, 3], strict=True):
-        payload, flags = coder.encode(raw, lanes)
-        frame = FrameHeader(Method.MIX, len(raw), len(payload), crc32(raw), lanes, crc32(payload), flags)
+        coded = MIX_V1.encode(raw, 1 << 30, FrameJob(network=network, lanes=lanes))
+        payload = coded.payload
+        frame = FrameHeader(
+            Method.MIX, len(raw), len(payload), crc32(raw), lanes, crc32(payload), coded.flags
+        )
         parts.append((frame, payload))
         hasher.update(raw)
     footer = Footer(3, sum(map(len, frames)), hasher.digest())
@@ -265,24 +272,23 @@ def test_round_trip_of_any_mix_of_line_ends(data: bytes, frame_size: int) -> Non
 
 
 def crafted_model_stream(model: ToyModel, raw_size: int, payload: bytes, lanes: int = 1) -> bytes:
-    """A stream of one model frame with a valid structure (every CRC right) around `payload`."""
+    """A stream of one net frame with a valid structure (every CRC right) around `payload`."""
     from shazip.format import Footer, FrameHeader, StreamHeader, assemble, crc32
 
-    flags = int(FrameFlag.MATCH_MODEL | FrameFlag.CONTEXT_COUNTS_2)
-    frame = FrameHeader(Method.MODEL, raw_size, len(payload), 0, lanes, crc32(payload), flags)
+    frame = FrameHeader(Method.NET, raw_size, len(payload), 0, lanes, crc32(payload))
     header = StreamHeader(lanes, raw_size, model.model_id, model.name)
     return assemble(header, [(frame, payload)], Footer(1, raw_size, bytes(16)))
 
 
 @pytest.mark.parametrize("word", [b"\0\0\0\0", b"\xff\xff\xff\xff", b"\x78\x56\x34\x12"])
 @pytest.mark.parametrize("lanes", [1, 16])
-def test_a_model_frame_that_runs_out_of_payload_fails_at_once(word: bytes, lanes: int) -> None:
+def test_a_net_frame_that_runs_out_of_payload_fails_at_once(word: bytes, lanes: int) -> None:
     """A one-word payload claiming a million bytes: the decoder stops when its symbols carry more than the
     payload can hold (or it reads past the word a genuine payload may lack), not after a million steps."""
     from shazip.format import ChecksumError
 
     model = ToyModel()
-    with pytest.raises(ChecksumError, match=r"corrupt frame 1 \(model payload ends too soon"):
+    with pytest.raises(ChecksumError, match=r"corrupt frame 1 \(net payload ends too soon"):
         toy_decompress(crafted_model_stream(model, 1_000_000, word, lanes), model)
     assert model.engines[-1].steps < 5000
 
@@ -291,6 +297,33 @@ def test_a_tiny_payload_claiming_a_big_frame_is_refused_before_model_time() -> N
     from shazip.format import FormatError
 
     model = ToyModel()
-    with pytest.raises(FormatError, match="4-byte payload too small for 67108864 bytes"):
+    with pytest.raises(FormatError, match="net frame: 4 bytes too few for 67108864"):
         toy_decompress(crafted_model_stream(model, 64 << 20, bytes(4)), model, memlimit=None)
     assert model.engines == []  # the engine never started
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.binary(max_size=3000)
+    | st.builds(lambda n, s: markov(n, seed=s), st.integers(0, 6000), st.integers(0, 9)),
+    lanes=st.integers(1, 9),
+    frame_size=st.integers(1, 4000),
+)
+def test_net_frames_round_trip_any_bytes_lanes_and_frames(data: bytes, lanes: int, frame_size: int) -> None:
+    packed = toy_compress(data, strategy="net", lanes=lanes, frame_size=frame_size)
+    assert toy_decompress(packed) == data
+
+
+def test_net_strategy_writes_net_frames_with_lanes_and_crlf():
+    data = markov(20_000, seed=4)
+    packed = toy_compress(data, strategy="net", lanes=3, frame_size=8192)
+    frames = frame_headers(io.BytesIO(packed))
+    assert {f.method for f in frames} == {Method.NET} and all(f.lanes == 3 for f in frames)
+    assert all(f.coded_size % 4 == 0 for f in frames)  # (range-coder words)
+    assert toy_decompress(packed) == data
+    body = markov(9000, seed=5).replace(b"\r", b"").replace(b"\n", b"")
+    crlf = b"\r\n".join(body[i : i + 60] for i in range(0, len(body), 60))
+    packed = toy_compress(crlf, strategy="net", frame_size=4096)
+    net = [f for f in frame_headers(io.BytesIO(packed)) if f.method == Method.NET]
+    assert net and all(f.flags == FrameFlag.CRLF_AS_LF for f in net)
+    assert toy_decompress(packed) == crlf

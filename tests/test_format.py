@@ -27,10 +27,13 @@ from shazip.format import (
     assemble,
     crc32,
     frame_headers,
+    method_byte,
     read_block,
     read_header,
     scan,
+    split_method_byte,
 )
+from shazip.frames import METHODS, check_frame, reader
 
 MODEL_ID = bytes(range(32))
 
@@ -93,10 +96,15 @@ def test_header_errors_name_the_problem():
         read_header(io.BytesIO(bytes(raw[:30])))
     version = bytearray(raw)
     version[8] = 3
-    with pytest.raises(FormatError, match="unsupported format version 3 .*newer shazip"):
+    with pytest.raises(FormatError, match="format version 3, which this shazip does not read .*newer shazip"):
         read_header(io.BytesIO(bytes(version)))
     version[8] = 0
-    with pytest.raises(FormatError, match="unsupported format version 0"):
+    with pytest.raises(FormatError, match="format version 0, which this shazip does not read"):
+        read_header(io.BytesIO(bytes(version)))
+    version[8] = 1
+    with pytest.raises(
+        FormatError, match="format version 1, which this shazip does not read .*before 2026-12-06"
+    ):
         read_header(io.BytesIO(bytes(version)))
     flags = bytearray(raw)
     flags[9] = 0x40
@@ -112,15 +120,19 @@ def test_header_errors_name_the_problem():
 
 def test_frame_header_round_trip_and_validation():
     h = header()
-    frame = FrameHeader(Method.MODEL, 1000, 400, 0xDEADBEEF, lanes=8, coded_crc32=0x12345678)
+    frame = FrameHeader(Method.NET, 1000, 400, 0xDEADBEEF, lanes=8, coded_crc32=0x12345678)
     raw = frame.to_bytes(1, 77)
     assert len(raw) == FRAME_HEADER_SIZE
-    assert read_block(io.BytesIO(raw), 1, 77, FORMAT_VERSION) == frame
+    assert read_block(io.BytesIO(raw), 1, 77) == frame
     frame.validate(h, 1)
+    check_frame(frame, h, 1)
     bad_frames = [
-        FrameHeader(Method.MODEL, 1000, 400, 0, lanes=9),  # more lanes than the header
-        FrameHeader(Method.MODEL, 1000, 402, 0, lanes=8),  # not whole words
-        FrameHeader(Method.MODEL, 1000, 1000, 0, lanes=8),  # not smaller than raw
+        FrameHeader(Method.NET, 1000, 400, 0, lanes=9),  # more lanes than the header
+        FrameHeader(Method.NET, 1000, 402, 0, lanes=8),  # not whole words
+        FrameHeader(Method.NET, 1000, 1000, 0, lanes=8),  # not smaller than raw
+        FrameHeader(Method.NET, 1000, 400, 0, lanes=0),  # no lanes
+        FrameHeader(Method.MIX, 1000, 400, 0, lanes=0),
+        FrameHeader(Method.CM, 1000, 400, 0, lanes=1),  # lanes on a frame without lanes
         FrameHeader(Method.STORED, 10, 11, 0),
         FrameHeader(Method.ZSTD, 10, 10, 0),
         FrameHeader(Method.STORED, 0, 0, 0),  # empty frames are never written
@@ -129,20 +141,46 @@ def test_frame_header_round_trip_and_validation():
     for bad in bad_frames:
         with pytest.raises(FormatError, match="corrupt frame 3"):
             bad.validate(h, 3)
+            check_frame(bad, h, 3)
+
+
+def test_method_byte_holds_the_method_and_its_version():
+    assert method_byte(Method.MIX, 1) == 4  # (the first files' plain method numbers are version 1)
+    assert method_byte(Method.MIX, 2) == 4 | 0x20
+    assert split_method_byte(0x24) == (4, 2) and split_method_byte(0xE7) == (7, 8)
+    for bad in [(0, 1), (31, 1), (4, 0), (4, 9)]:  # (31 is reserved: 0xFF is the end marker)
+        with pytest.raises(ValueError):
+            method_byte(*bad)
+    frame = FrameHeader(Method.CM, 100, 50, 1, version=3)
+    raw = frame.to_bytes(2, 90)
+    assert raw[0] == 5 | 0x40 and read_block(io.BytesIO(raw), 2, 90) == frame
+
+
+def test_unknown_and_retired_method_versions_are_refused_with_one_line():
+    h = header()
+    newer = FrameHeader(Method.MIX, 1000, 400, 1, lanes=8, version=2)
+    with pytest.raises(
+        FormatError, match="frame 4 is mix version 2; this shazip reads mix version 1: .*newer"
+    ):
+        check_frame(newer, h, 4)
+    with pytest.raises(FormatError, match="frame 2 is model version 1 .*no longer reads"):
+        check_frame(FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8), h, 2)
+    for method, version in METHODS:  # every method this shazip reads has its checks
+        assert reader(FrameHeader(method, 10, 5, 0, version=version), 1) is METHODS[(method, version)]
 
 
 def test_frame_flags_round_trip_and_are_checked():
     h = header()
-    for counts in (FrameFlag.CONTEXT_COUNTS, FrameFlag.CONTEXT_COUNTS_2):
-        known = FrameFlag.CRLF_AS_LF | FrameFlag.MATCH_MODEL | counts
-        frame = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, coded_crc32=2, flags=known)
-        assert read_block(io.BytesIO(frame.to_bytes(1, 60)), 1, 60, 2) == frame
-        frame.validate(h, 1)
-    newer = FrameHeader(Method.MODEL, 1000, 400, 1, lanes=8, flags=0x10)
-    with pytest.raises(FormatError, match="newer shazip"):
-        read_block(io.BytesIO(newer.to_bytes(2, 60)), 2, 60, 2).validate(h, 2)
-    with pytest.raises(FormatError, match="corrupt frame 5 .flags set on a frame that is not a model frame"):
-        FrameHeader(Method.ZSTD, 100, 50, 1, flags=FrameFlag.MATCH_MODEL).validate(h, 5)
+    frame = FrameHeader(Method.MIX, 1000, 400, 1, lanes=8, coded_crc32=2, flags=FrameFlag.CRLF_AS_LF)
+    assert read_block(io.BytesIO(frame.to_bytes(1, 60)), 1, 60) == frame
+    check_frame(frame, h, 1)
+    for bad in (
+        FrameHeader(Method.MIX, 1000, 400, 1, lanes=8, flags=0x02),  # retired with the model frames
+        FrameHeader(Method.NET, 1000, 400, 1, lanes=8, flags=0x10),
+        FrameHeader(Method.ZSTD, 100, 50, 1, flags=FrameFlag.CRLF_AS_LF),
+    ):
+        with pytest.raises(FormatError, match="corrupt frame 5 .* flags 0x"):
+            check_frame(bad, h, 5)
 
 
 def test_frame_header_errors():
@@ -150,52 +188,48 @@ def test_frame_header_errors():
     flipped = bytearray(raw)
     flipped[5] ^= 1
     with pytest.raises(ChecksumError, match=r"corrupt frame 7 \(header checksum\)"):
-        read_block(io.BytesIO(bytes(flipped)), 7, 500, 2)
-    unknown = bytearray(FrameHeader(Method.ZSTD, 100, 50, 1).to_bytes(1, 500, version=1))
-    unknown[0] = 9
-    unknown[20:24] = struct.pack("<I", crc32(bytes(unknown[:20])))
-    with pytest.raises(FormatError, match="frame 1 uses method 9, .*written by a newer shazip"):
-        read_block(io.BytesIO(bytes(unknown)), 1, 500, 1)
+        read_block(io.BytesIO(bytes(flipped)), 7, 500)
+    unknown = bytearray(FrameHeader(Method.ZSTD, 100, 50, 1).to_bytes(1, 500))
+    unknown[0] = 12
+    unknown[20:24] = struct.pack("<I", crc32(bytes(unknown[:20]) + struct.pack("<IQ", 1, 500)))
+    with pytest.raises(FormatError, match="frame 1 uses method 12, .*written by a newer shazip"):
+        read_block(io.BytesIO(bytes(unknown)), 1, 500)
     with pytest.raises(TruncatedError, match="frame 2"):
-        read_block(io.BytesIO(bytes(raw[:7])), 2, 500, 2)
+        read_block(io.BytesIO(bytes(raw[:7])), 2, 500)
     with pytest.raises(TruncatedError, match="no end-of-stream footer"):
-        read_block(io.BytesIO(b""), 4, 500, 2)
+        read_block(io.BytesIO(b""), 4, 500)
 
 
-def test_version_2_checksums_bind_each_block_to_its_place():
+def test_checksums_bind_each_block_to_its_place():
     frame = FrameHeader(Method.ZSTD, 100, 50, 1)
     footer = Footer(frame_count=3, total_size=300, content_hash=bytes(16))
-    assert read_block(io.BytesIO(frame.to_bytes(4, 1000)), 4, 1000, 2) == frame
-    assert read_block(io.BytesIO(footer.to_bytes(1000)), 4, 1000, 2) == footer
+    assert read_block(io.BytesIO(frame.to_bytes(4, 1000)), 4, 1000) == frame
+    assert read_block(io.BytesIO(footer.to_bytes(1000)), 4, 1000) == footer
     for index, offset in [(3, 1000), (5, 1000), (4, 999), (4, 1000 + (1 << 32))]:
         with pytest.raises(ChecksumError, match=f"corrupt frame {index} .header checksum"):
-            read_block(io.BytesIO(frame.to_bytes(4, 1000)), index, offset, 2)
+            read_block(io.BytesIO(frame.to_bytes(4, 1000)), index, offset)
         with pytest.raises(ChecksumError, match="corrupt footer .checksum"):
-            read_block(io.BytesIO(footer.to_bytes(1000)), index, offset, 2)
+            read_block(io.BytesIO(footer.to_bytes(1000)), index, offset)
     # the same CRC over the place, written out for a second implementation: crc32(body + u32 + u64)
     body = frame.to_bytes(4, 1000)[:20]
     assert frame.to_bytes(4, 1000)[20:] == struct.pack("<I", crc32(body + struct.pack("<IQ", 4, 1000)))
-    # version 1 blocks do not depend on their place
-    v1 = frame.to_bytes(4, 1000, version=1)
-    assert v1[20:] == struct.pack("<I", crc32(body))
-    assert read_block(io.BytesIO(v1), 9, 5, 1) == frame
 
 
 def test_footer_round_trip_and_errors():
     footer = Footer(frame_count=3, total_size=(1 << 40) + 5, content_hash=bytes(range(16)))
     raw = footer.to_bytes(900)
     assert len(raw) == FOOTER_SIZE and raw[0] == Method.END and raw.endswith(TRAILING_MAGIC)
-    assert read_block(io.BytesIO(raw), 4, 900, 2) == footer
+    assert read_block(io.BytesIO(raw), 4, 900) == footer
     for i in range(len(raw) - 1):  # every byte but the END marker itself
         if i == 0:
             continue
         broken = bytearray(raw)
         broken[i] ^= 0x10
         with pytest.raises((ChecksumError, FormatError), match="footer"):
-            read_block(io.BytesIO(bytes(broken)), 4, 900, 2)
+            read_block(io.BytesIO(bytes(broken)), 4, 900)
     for cut in range(1, len(raw)):
         with pytest.raises(TruncatedError):
-            read_block(io.BytesIO(raw[:cut]), 4, 900, 2)
+            read_block(io.BytesIO(raw[:cut]), 4, 900)
 
 
 def build_stream(frames: list[tuple[FrameHeader, bytes]], total: int | None = None) -> bytes:
@@ -206,14 +240,14 @@ def build_stream(frames: list[tuple[FrameHeader, bytes]], total: int | None = No
 def test_scan_reads_structure_without_payloads():
     frames = [
         (FrameHeader(Method.STORED, 5, 5, crc32(b"hello")), b"hello"),
-        (FrameHeader(Method.MODEL, 64, 8, 0, lanes=2), bytes(8)),
+        (FrameHeader(Method.NET, 64, 8, 0, lanes=2), bytes(8)),
     ]
     data = build_stream(frames)
     assert [f for f, _ in frames] == frame_headers(io.BytesIO(data))
     info = scan(io.BytesIO(data))
     assert info.file_size == len(data)
     assert info.raw_size == 69
-    assert info.method_counts() == {"stored": 1, "model": 1}
+    assert info.method_counts() == {"stored": 1, "net": 1}
 
 
 def test_scan_checks_footer_totals_and_trailing_data():
@@ -253,9 +287,8 @@ def test_scan_works_on_short_reads_without_seeking():
 
 # --- stability: files written today must decode tomorrow ----------------------------------------------
 
-# A version-1 file (one zstd frame, one stored frame) written by this implementation. Decoding it must
-# keep working whatever changes in the code or in zstd.
-GOLDEN_FILE = bytes.fromhex(
+# A version-1 file (one zstd frame, one stored frame), written by shazip before 2026-12-06: refused.
+GOLDEN_FILE_V1 = bytes.fromhex(
     "8953485a0d0a1a0a0100010028000000000000000000000000000000000000000000000000000000000000000000000000"
     "6c84578f0200000028000000200000004ca7651d819d0176e63a228528b52ffd0000bd0000887368617a697020666f726d"
     "61742076310a0100a99e4b0100000012000000120000000f3486dd0f3486dd2bdb2c3920666f726d61742076310a000102"
@@ -263,21 +296,22 @@ GOLDEN_FILE = bytes.fromhex(
 )
 
 # The range coder's output for fixed integer tables: if constriction changed how Categorical(perfect=False)
-# quantises a table, model frames written before would no longer decode. This vector catches that.
+# quantises a table, net frames written before would no longer decode. This vector catches that.
 GOLDEN_WORDS = "030fb0207a95e9608b0855b3273831e5abd9462496d246879ffb3b375c2d986404002392"
 
 
-def test_golden_file_still_decodes():
+def test_version_1_file_is_refused_with_one_line_naming_its_version():
     import shazip
 
-    assert shazip.decompress(GOLDEN_FILE) == b"shazip format v1\n" * 3 + bytes(range(7))
+    with pytest.raises(FormatError, match="^format version 1, which this shazip does not read"):
+        shazip.decompress(GOLDEN_FILE_V1)
 
 
 def test_range_coder_golden_vector():
     import constriction
     import numpy as np
 
-    from shazip.model_frame import _coder_model
+    from shazip.frames.net import _coder_model
 
     i = np.arange(40)[:, None]
     s = np.arange(256)[None, :]
@@ -310,7 +344,7 @@ def test_golden_version_2_file_decodes_and_its_frames_are_bound_to_their_place()
     assert shazip.decompress(GOLDEN_FILE_V2) == b"shazip format v2\n" * 3 + bytes(range(7))
     body = GOLDEN_FILE_V2[53:73]  # frame 1's header without its CRC
     assert GOLDEN_FILE_V2[73:77] == struct.pack("<I", crc32(body + struct.pack("<IQ", 1, 53)))
-    # frame 2 as a version-1 reader would accept it, but not in frame 2's place of a version-2 stream
+    # frame 2 with a CRC of its fields alone (as version 1 had it) is not in frame 2's place
     v1_bytes = bytearray(GOLDEN_FILE_V2)
     second = 53 + FRAME_HEADER_SIZE + 32
     v1_bytes[second + 20 : second + 24] = struct.pack("<I", crc32(v1_bytes[second : second + 20]))

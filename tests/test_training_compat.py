@@ -20,7 +20,14 @@ DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_a_checkpoint_from_before_issue_17_resumes_bit_for_bit(tmp_path: Path) -> None:
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal, up to the last bits that float kernels change between CPU instruction sets: the checkpoints
+    were made on an AVX2 CPU, and an AVX-512 one rounds some sums differently. (Bit-exact resume on one
+    machine is tested in tests/test_training.py.)"""
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_checkpoint_from_before_issue_17_resumes_as_it_was_made(tmp_path: Path) -> None:
     """Made at commit 3254906 (tests/make_legacy_checkpoints.py): steps 10 and 20 of one run."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(synthetic_text(CORPUS_SIZE, CORPUS_SEED))
@@ -35,13 +42,13 @@ def test_a_checkpoint_from_before_issue_17_resumes_bit_for_bit(tmp_path: Path) -
     assert resumed["step"] == expected["step"] == 20
     assert resumed["data_position"] == expected["data_position"]
     for key, tensor in expected["model"].items():
-        assert torch.equal(resumed["model"][key], tensor), key
+        assert same(resumed["model"][key], tensor), key
     for i, state in expected["optimizer"]["state"].items():
         for moment in ("exp_avg", "exp_avg_sq"):
-            assert torch.equal(resumed["optimizer"]["state"][i][moment], state[moment]), (i, moment)
+            assert same(resumed["optimizer"]["state"][i][moment], state[moment]), (i, moment)
     for (h, c), (h2, c2) in zip(resumed["carry"]["lstm"], expected["carry"]["lstm"], strict=True):
-        assert torch.equal(h, h2) and torch.equal(c, c2)
-    assert torch.equal(resumed["carry"]["memory"], expected["carry"]["memory"])
+        assert same(h, h2) and same(c, c2)
+    assert same(resumed["carry"]["memory"], expected["carry"]["memory"])
     assert torch.equal(resumed["rng"][0]["torch"], expected["rng"][0]["torch"])
     assert resumed["arch"]["lstm_skip"] and resumed["arch"]["init"] == "torch"  # the old architecture
 
