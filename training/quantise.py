@@ -150,6 +150,11 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
     # without that skip connection (fidelity paper) is the same computation with the term exported as
     # zeros: integer zeros are exact on every backend, so no engine change is needed.
     skip = model.arch.lstm_skip
+    if model.arch.attn_every_block:
+        raise ValueError(
+            "this model has attention in every block (attn_every_block); the shazip engine runs models with"
+            " one attention block"
+        )
     cfg = model.cfg
     d = cfg.d_model
     cal = calibrate(model, calibration)
