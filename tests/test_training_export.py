@@ -81,3 +81,59 @@ def test_evaluate_command_reports_bits_per_byte(trained_run: Path, capsys: pytes
     ck = load_checkpoint(trained_run / "run" / "checkpoint.pt")
     assert 0 < bpb < 4.0 and bpb == pytest.approx(ck["last_valid_bpb"], abs=0.3)  # same model, other slice
     assert evaluate_main([str(trained_run / "run"), str(trained_run / "missing.txt")]) == 2
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model of the paper's architecture (no skip around the LSTMs), trained a few steps."""
+    root = tmp_path_factory.mktemp("paper")
+    (root / "train.txt").write_bytes(synthetic_text(100_000, 15))
+    (root / "valid.txt").write_bytes(synthetic_text(20_000, 16))
+    args = ["--config", "tiny", "--fidelity", "paper", "--data", str(root / "train.txt")]
+    args += ["--valid", str(root / "valid.txt"), "--out", str(root / "run"), "--max-steps", "60"]
+    args += ["--quiet", "--set", "eval_steps=0"]
+    assert train_main(args) == 0
+    return root
+
+
+def test_a_paper_fidelity_model_exports_and_compresses(paper_run: Path) -> None:
+    """Its skip term is exported as zeros: the integer engine follows the float model within 0.005 bits
+    per byte on held-out text, and shazip round-trips with it."""
+    import shazip
+    from training.checkpoints import model_from_checkpoint
+    from training.quantise import float_bpb
+
+    ck = load_checkpoint(paper_run / "run" / "checkpoint.pt")
+    assert ck["arch"]["lstm_skip"] is False
+    out = paper_run / "paper.safetensors"
+    args = [str(paper_run / "run"), "-o", str(out), "--eval-bytes", "6000", "--eval-lanes", "4"]
+    assert export_main(args) == 0
+    mf = ModelFile.load(out)
+    assert not mf.tensors["b0.startres_table"].any()
+    assert not mf.tensors["b1.startres_g"].any()
+    held_out = (paper_run / "valid.txt").read_bytes()[:6000]
+    reference = float_bpb(model_from_checkpoint(ck), held_out, lanes=4)
+    assert reference < 4.0  # it learned something: uniform is 8
+    assert mf.card["bpb_integer"] == pytest.approx(reference, abs=0.005)
+    text = synthetic_text(3000, 19)
+    packed = shazip.compress(text, model=str(out), strategy="model", device="cpu")
+    assert len(packed) < len(text) // 2
+    assert shazip.decompress(packed, model=str(out), device="cpu") == text
+
+
+def test_numba_equals_torch_reference_on_a_paper_model(paper_run: Path) -> None:
+    import numpy as np
+
+    pytest.importorskip("numba")
+    from shazip.engine import Engine
+    from tests.engine_worker import text_lanes
+    from tests.test_engine import run_tables
+
+    out = paper_run / "paper_exact.safetensors"
+    assert export_main([str(paper_run / "run"), "-o", str(out), "--eval-bytes", "0"]) == 0
+    reference = Engine(out, backend="torch")
+    fused = Engine(out, backend="numba")
+    seq = text_lanes(6, 3 * reference.cfg.memory, offset=40000)  # past the attention window
+    np.testing.assert_array_equal(run_tables(fused, seq), run_tables(reference, seq))
+    binary = np.random.default_rng(3).integers(0, 256, size=(40, 5), dtype=np.uint8)
+    np.testing.assert_array_equal(run_tables(fused, binary), run_tables(reference, binary))

@@ -120,3 +120,29 @@ def test_the_enwik8_preset_is_the_paper_unless_asked() -> None:
     assert preset("enwik8").arch == FIDELITIES["paper"]
     assert preset("enwik8", "shazip").arch == FIDELITIES["shazip"]
     assert preset("small").arch == ArchConfig()  # what the engine runs and old checkpoints hold
+
+
+def test_attention_in_every_block() -> None:
+    """The paper's 1.068 variant: every block attends over its own memory, carried across segments."""
+    cfg = CONFIGS["tiny"]
+    arch = dataclasses.replace(FIDELITIES["paper"], attn_every_block=True, attn_span="sliding")
+    torch.manual_seed(4)
+    model = SHARNN(cfg, arch).eval()
+    assert all(block.attention is not None for block in model.blocks)
+    x = text_batch(2, 40)[:, :-1]
+    with torch.no_grad():
+        whole, state = model(x)
+        first, mid = model(x[:, :25])
+        second, split_state = model(x[:, 25:], mid)
+    assert state.memory.shape == (2, cfg.memory, cfg.n_blocks * cfg.d_model)
+    assert torch.allclose(torch.cat([first, second], dim=1), whole, atol=1e-5)
+    assert torch.allclose(split_state.memory, state.memory, atol=1e-5)
+    # Each block's memory is its own: the slices differ.
+    a, b = state.memory.chunk(cfg.n_blocks, dim=-1)[:2]
+    assert not torch.allclose(a, b)
+    one = SHARNN(cfg, FIDELITIES["paper"])
+    assert model.num_parameters() > one.num_parameters()
+    with pytest.raises(ValueError, match="every block"):
+        from training.quantise import quantise
+
+        quantise(model, synthetic_text(4096))

@@ -22,6 +22,8 @@ Where shazip's model and the reference differ, `ArchConfig` says which is built:
   segment of T, so query i of the segment sees `memory - T + i + 1` keys (fewer early in a segment).
 - `ln_eps` (reference 1e-12), `gelu` ("erf" exact, or the reference's "sigmoid": x * sigmoid(1.702 x)),
   `qv_dropout` (the reference drops out the attention's gated query and value as well as its weights).
+- `attn_every_block`: an attention head in every block, each with its own memory (the paper's 1.068
+  bits/byte variant; the reference's default and the engine have one, in block `attn_block`).
 - `init`: "reference" draws every Linear and the embedding from N(0, 0.1 / sqrt(d)) with zero biases
   (a fresh model predicts near-uniform bytes, 8 bits/byte); "torch" is PyTorch's defaults with the
   embedding at N(0, 0.02), what shazip used before (its first loss is 13-30 bits/byte). LayerNorms start
@@ -63,6 +65,7 @@ class ArchConfig:
     qv_dropout: bool = False
     attn_span: str = "sliding"
     init: str = "torch"
+    attn_every_block: bool = False
 
     def __post_init__(self) -> None:
         problems = arch_problems(self.to_dict())
@@ -77,7 +80,7 @@ class ArchConfig:
         """A checkpoint's `arch` entry; None (checkpoints from before it existed) is the defaults."""
         if d is None:
             return cls()
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}  # fields added later take defaults
         if unknown:
             raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
         return cls(**d)
@@ -92,7 +95,7 @@ def arch_problems(values: dict) -> list[str]:
     for key, allowed in (("gelu", GELUS), ("attn_span", ATTN_SPANS), ("init", INITS)):
         if values[key] not in allowed:
             out.append(f"{key} must be one of {', '.join(allowed)}, not {values[key]!r}")
-    for key in ("lstm_skip", "qv_dropout"):
+    for key in ("lstm_skip", "qv_dropout", "attn_every_block"):
         if not isinstance(values[key], bool):
             out.append(f"{key} must be true or false, not {values[key]!r}")
     return out
@@ -119,7 +122,9 @@ class ModelState:
     """What is carried from one segment (or step) to the next, per sequence in the batch.
 
     lstm: one (h, c) pair per block, each [B, d].
-    memory: the attention block's past inputs (after its memory LayerNorm), [B, m, d] with m <= memory.
+    memory: the attention block's past inputs (after its memory LayerNorm), [B, m, d] with m <= memory;
+    with attention in every block, all blocks' memories side by side, [B, m, n_blocks * d] (one tensor,
+    so carrying, checkpointing and gathering it are the same code for both).
     """
 
     lstm: list[tuple[torch.Tensor, torch.Tensor]]
@@ -261,8 +266,10 @@ class SHARNN(nn.Module):
         self.arch = arch or ArchConfig()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(
-            Block(cfg, has_attention=(i == cfg.attn_index), arch=self.arch) for i in range(cfg.n_blocks)
+            Block(cfg, has_attention=self.arch.attn_every_block or i == cfg.attn_index, arch=self.arch)
+            for i in range(cfg.n_blocks)
         )
+        self.attention_blocks = [i for i, block in enumerate(self.blocks) if block.attention is not None]
         self.dropout = nn.Dropout(cfg.dropout)
         self.out_bias = nn.Parameter(torch.zeros(cfg.vocab_size))  # the output weight is the embedding
         if self.arch.init == "reference":
@@ -292,7 +299,7 @@ class SHARNN(nn.Module):
         zeros = torch.zeros(batch, d, device=device)
         return ModelState(
             lstm=[(zeros.clone(), zeros.clone()) for _ in self.blocks],
-            memory=torch.zeros(batch, 0, d, device=device),
+            memory=torch.zeros(batch, 0, d * len(self.attention_blocks), device=device),
         )
 
     def forward(self, x: torch.Tensor, state: ModelState | None = None) -> tuple[torch.Tensor, ModelState]:
@@ -305,13 +312,15 @@ class SHARNN(nn.Module):
             state = self.initial_state(x.shape[0], x.device)
         h = self.dropout(self.embed(x))
         new_lstm = []
-        new_memory = state.memory
+        memories = state.memory.chunk(len(self.attention_blocks), dim=-1)
+        new_memories = []
         for i, block in enumerate(self.blocks):
-            mem = state.memory if block.attention is not None else None
+            mem = memories[len(new_memories)] if block.attention is not None else None
             h, lstm_state, block_memory = block(h, state.lstm[i], mem, self.cfg.memory)
             new_lstm.append(lstm_state)
             if block_memory is not None:
-                new_memory = block_memory
+                new_memories.append(block_memory)
+        new_memory = torch.cat(new_memories, dim=-1) if len(new_memories) > 1 else new_memories[0]
         h = self.dropout(h)
         logits = F.linear(h, self.embed.weight, self.out_bias)
         return logits, ModelState(lstm=new_lstm, memory=new_memory)

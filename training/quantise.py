@@ -146,11 +146,14 @@ def _table(fn, lo: int, hi: int, in_scale: float, out_scale: float) -> np.ndarra
 def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     """The engine's integer tensors and scalar parameters for `model`."""
     model = copy.deepcopy(model).float().cpu().eval()
-    if not model.arch.lstm_skip:
-        # The engine adds each block's normalised input to its LSTM's output (shazip/engine.py).
+    # The engine adds each block's normalised input to its LSTM's output (the `startres` term). A model
+    # without that skip connection (fidelity paper) is the same computation with the term exported as
+    # zeros: integer zeros are exact on every backend, so no engine change is needed.
+    skip = model.arch.lstm_skip
+    if model.arch.attn_every_block:
         raise ValueError(
-            "this model has no skip connection around its LSTMs (fidelity paper, lstm_skip=false);"
-            " the shazip engine runs only models with one"
+            "this model has attention in every block (attn_every_block); the shazip engine runs models with"
+            " one attention block"
         )
     cfg = model.cfg
     d = cfg.d_model
@@ -193,14 +196,17 @@ def quantise(model: SHARNN, calibration: bytes) -> tuple[dict, dict[str, np.ndar
             )
             ls_scale = float(ln0.abs().max()) / E.INT8_MAX
             t[p + "start8_table"] = np.clip(np.round(ln0.numpy() / ls_scale), -127, 127).astype(np.int8)
-            t[p + "startres_table"] = np.clip(
-                np.round(ln0.numpy() / mid_scale), -E.RES_MAX, E.RES_MAX
-            ).astype(np.int32)
+            startres = np.clip(np.round(ln0.numpy() / mid_scale), -E.RES_MAX, E.RES_MAX)
+            t[p + "startres_table"] = (startres if skip else np.zeros_like(startres)).astype(np.int32)
         else:
             ls_scale = int8_scale(p + "ls")
             quant[p + "ln_start_eps"] = eps_term(blk.ln_start, d, prev_out_scale)
             put_target(p + "start8", blk.ln_start, ls_scale)
-            put_target(p + "startres", blk.ln_start, mid_scale)
+            if skip:
+                put_target(p + "startres", blk.ln_start, mid_scale)
+            else:  # g = 0 and only the rounding constant in b: (n * 0 + b) >> 32 == 0 for every n
+                zeros = np.zeros(d)
+                put_target(p + "startres", None, mid_scale, zeros, zeros)
         # --- LSTM: gates in Q10 from two int8 GEMMs, h = o * tanh(c) in Q30 ---
         lstm = blk.lstm
         wih, sih = quantise_rows(lstm.weight_ih_l0)
