@@ -22,6 +22,16 @@ def fixture_model_path() -> Path:
     return FIXTURE_MODEL
 
 
+@pytest.fixture(scope="session", params=["one-block", "sixteen-blocks", "widest"])
+def extreme_model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained models at the ends of the documented limits (tests/make_fixture_model.py,
+    EXTREME_CONFIGS), exported once per session."""
+    from tests.make_fixture_model import make_extreme_model
+
+    folder = tmp_path_factory.mktemp("models")
+    return make_extreme_model(request.param, folder / f"{request.param}.safetensors")
+
+
 @pytest.fixture(scope="session")
 def fixture_engine(fixture_model_path: Path):  # noqa: ANN201 - avoid importing torch at collection time
     """An `Engine` on the fixture model, on CPU. Stateless between calls: safe to share."""

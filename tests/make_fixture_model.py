@@ -5,6 +5,10 @@
 Trains a small SHA-RNN briefly (CPU, a minute or two) on the first MBs of the training mix, then exports
 it with `training.quantise.export_model`. The float weights are kept beside it (`fixture_float.pt`) so that
 fidelity tests can compare the float model with the integer engine.
+
+`EXTREME_CONFIGS` are models at the ends of the documented limits (docs/format.md, "Limits"), made untrained
+by `make_extreme_model` the project's own way (export of a float SHA-RNN) when the tests need them: the
+exactness and round-trip tests run them beside the fixture.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from shazip.config import ModelConfig
-from tests.paths import CORPUS
+from tests.paths import CORPUS, sample_text
 from training.model import SHARNN
 from training.quantise import export_model, float_bpb
 
@@ -27,6 +31,17 @@ HERE = Path(__file__).resolve().parent
 
 FIXTURE_CONFIG = ModelConfig(n_blocks=2, d_model=64, d_boom=256, memory=32, dropout=0.0)
 VALID_FILE = "valid/enwiki2015_plain_heldout.txt"
+
+# Each limit's ends, where a model there stays cheap: 1 and 16 blocks, d_boom = d and 16 d, an attention
+# window of 1 and of 65,536, attention in the first and in the last block, d_model = 1040 (the widest exact
+# GEMM). d_model = 16 is the narrowest the numba backend's GEMM takes (narrower models run on torch only).
+EXTREME_CONFIGS = {
+    "one-block": ModelConfig(n_blocks=1, d_model=16, d_boom=16, memory=1, attn_block=0, dropout=0.0),
+    "sixteen-blocks": ModelConfig(
+        n_blocks=16, d_model=16, d_boom=256, memory=65536, attn_block=-1, dropout=0.0
+    ),
+    "widest": ModelConfig(n_blocks=2, d_model=1040, d_boom=1040, memory=4, attn_block=0, dropout=0.0),
+}
 
 
 def training_bytes(limit: int) -> bytes:
@@ -63,6 +78,18 @@ def train(
         if step % 100 == 0:
             print(f"step {step} loss {loss.item() / np.log(2):.3f} bpb", flush=True)
     return model.eval()
+
+
+def make_extreme_model(name: str, path: Path) -> Path:
+    """Export an untrained model of `EXTREME_CONFIGS[name]` to `path` (calibrated on the shipped sample)."""
+    torch.manual_seed(sum(name.encode()))
+    model = SHARNN(EXTREME_CONFIGS[name]).eval()
+    # The reference init's small weights predict near-uniform tables (~8 bits/byte) at every width; the
+    # default init makes a wide untrained model confidently wrong (~20 bits/byte at d = 1040), so that
+    # its MIX frames would lose to zstd and a round trip would never decode one.
+    model.reference_init()
+    export_model(model, path, calibration=sample_text(4000), name=f"extreme-{name}", card={"steps": 0})
+    return path
 
 
 def main() -> None:

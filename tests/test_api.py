@@ -149,3 +149,15 @@ def test_writer_after_an_error_leaves_an_invalid_stream():
         shazip.decompress(sink.getvalue())
     with pytest.raises(ValueError):
         writer.write(b"more")
+
+
+def test_round_trip_with_models_at_the_limits(extreme_model_path):
+    # A model anywhere inside the documented limits compresses and decompresses through the API, its
+    # network in use (MIX frames).
+    from shazip.format import Method, frame_headers
+    from tests.paths import sample_text
+
+    data = sample_text(3000, offset=20000)  # (varied text: zstd beats even a mixing stage on DATA)
+    packed = shazip.compress(data, model=extreme_model_path, strategy="model", lanes=2, frame_size=2048)
+    assert {f.method for f in frame_headers(io.BytesIO(packed))} == {Method.MIX}
+    assert shazip.decompress(packed, model=extreme_model_path) == data

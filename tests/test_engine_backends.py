@@ -55,3 +55,17 @@ def test_every_numba_step_path_gives_the_same_tables(fixture_model_path: Path, l
         run_tables(Engine(fixture_model_path, backend="numba", threads=2), seq), one
     )
     np.testing.assert_array_equal(run_tables(Engine(fixture_model_path, backend="torch"), seq), one)
+
+
+def test_numba_equals_torch_at_the_limits(extreme_model_path: Path) -> None:
+    """Models at the ends of the documented limits (one block, sixteen, d = 1040, windows of 1 and 65,536,
+    d_boom = d and 16 d): the compiled step runs them and gives the reference's tables, on text and on
+    random bytes, on one thread and on lane groups shared by two."""
+    reference = Engine(extreme_model_path, backend="torch")
+    text = text_lanes(16, 12, offset=5000)  # 12 steps: well past a window of 1
+    noise = np.random.default_rng(11).integers(0, 256, size=(12, 16), dtype=np.uint8)
+    for seq in (text, noise):
+        expected = run_tables(reference, seq)
+        for threads in (1, 2):
+            fused = Engine(extreme_model_path, backend="numba", threads=threads)
+            np.testing.assert_array_equal(run_tables(fused, seq), expected)

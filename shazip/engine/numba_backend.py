@@ -5,6 +5,7 @@ lane groups shared between the calling thread and helper threads (`crew.LaneCrew
 from __future__ import annotations
 
 import os
+import typing
 import weakref
 from collections.abc import Callable
 
@@ -103,14 +104,22 @@ class NumbaBackend:
                 else:
                     values[f] = None
             blocks.append(values)
-        # what a block does not have: empty arrays like another block's (the same numba types), or 0
+        # What a block does not have, by the field's declared type (every block's tuple must have the same
+        # numba types): an integer parameter is 0; an array is empty, of another block's dtype and rank,
+        # or, where no block has it (one block: none starts with a LayerNorm), of a packed weight's or a
+        # per-channel array's.
+        declared = typing.get_type_hints(kernels.BlockParams)
         for f in fields[2:]:
-            like = next((b[f] for b in blocks if b[f] is not None), None)
-            if like is None:  # only one block: no block starts with a LayerNorm
-                like = np.zeros((0, 0, 16, 2), np.int8) if f in GEMM_WEIGHTS else np.zeros(0, np.int64)
+            if declared[f] is int:
+                absent: object = 0
+            else:
+                like = next((b[f] for b in blocks if b[f] is not None), None)
+                if like is None:
+                    like = np.zeros((0, 0, 16, 2), np.int8) if f in GEMM_WEIGHTS else np.zeros(0, np.int64)
+                absent = np.zeros((0,) * like.ndim, like.dtype)
             for b in blocks:
                 if b[f] is None:
-                    b[f] = np.zeros((0,) * like.ndim, like.dtype) if isinstance(like, np.ndarray) else 0
+                    b[f] = absent
         head = kernels.HeadParams(
             byte_acc=byte_table(model),
             byte_res=np.ascontiguousarray(n["b0.startres_table"].astype(np.int32)),
