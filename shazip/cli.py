@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a data or I/O error (with several files: any file failed), 2 a usage error,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP). Messages go to stderr as
-"shazip: FILE: problem", one line each, with anything read from a file made safe for a terminal.
+"shazip: FILE: problem", one line each, naming the file that has the problem (the output when writing
+fails), with every name made safe for a terminal.
 
 Importing this module does not import torch (or the codec's numpy/zstandard): `shazip --help` and
 `shazip info` answer quickly. torch loads only when a frame is coded with the model.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from shazip import __version__, runtime
 from shazip.levels import DEFAULT_LEVEL, LEVELS
@@ -33,41 +35,74 @@ runtime.prepare_openmp()  # before torch can be imported
 
 SUFFIX = ".shz"
 STDIO = "-"
+STDOUT_NAME = "(stdout)"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NAME_MAX = 255  # bytes in a file name, where the file system does not say
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
+
+class PlainHelp:
+    """Help that names each value by its metavar (FILE, N, SIZE) and flags by nothing, never by a Python
+    type (`<bool>`, `<list[str]>`)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
+            elif param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # (the name column shows its metavar)
+        super().format_help(ctx, formatter)  # type: ignore[misc]
+
+
+class Command(PlainHelp, TyperCommand):
+    pass
+
+
+class Group(PlainHelp, TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=Group,
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="shazip: a neural file compressor (a SHA-RNN byte model driving a range coder).\n\n"
+    help="shazip: a neural file compressor (a SHA-RNN byte model and a context-mixing stage with a binary "
+    "arithmetic coder).\n\n"
     "FILE.shz files record the model that made them; decoding needs the same model.",
 )
 
 
 # --- options shared by the commands -----------------------------------------------------------------
 
-Files = Annotated[
-    list[str] | None,
-    typer.Argument(help="Files to process; '-' or none: stdin to stdout.", show_default=False),
+Output = Annotated[
+    str | None, typer.Option("-o", "--output", metavar="FILE", help="Write to FILE ('-': stdout).")
 ]
-Output = Annotated[str | None, typer.Option("-o", "--output", help="Write to this file ('-': stdout).")]
-Stdout = Annotated[bool, typer.Option("-c", "--stdout", help="Write to stdout; keep the input files.")]
+Stdout = Annotated[
+    bool, typer.Option("-c", "--stdout", help="Write to stdout (several files: one after another).")
+]
 Force = Annotated[
     bool, typer.Option("-f", "--force", help="Overwrite existing outputs; allow a terminal as output.")
 ]
-Remove = Annotated[bool, typer.Option("--rm", help="Delete each input file after success.")]
-Keep = Annotated[bool, typer.Option("-k", "--keep", help="Keep input files (the default).")]
-ModelPath = Annotated[
-    Path | None, typer.Option("--model", help="Model file (default: the embedded model).", show_default=False)
+# One option with two names: the last of --rm and -k/--keep given wins, as in zstd.
+Remove = Annotated[
+    bool,
+    typer.Option("--rm/--keep", " /-k", help="Delete / keep (the default) each input after success."),
 ]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+ModelPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--model", metavar="FILE", help="Model file (default: the embedded model).", show_default=False
+    ),
+]
+Device = Annotated[str, typer.Option("--device", metavar="NAME", help="auto, cpu, cuda or cuda:N.")]
 Threads = Annotated[
     int | None,
     typer.Option(
         "--threads",
         "-T",
+        metavar="N",
         help=f"CPU threads for the model (1..{runtime.MAX_THREADS}; 0: all).",
         show_default=False,
     ),
@@ -77,11 +112,18 @@ MemLimit = Annotated[
     typer.Option(
         "--memlimit",
         "-M",
-        help="Refuse streams that need more memory than this to decode (512MiB, 2G; 0: no limit).",
+        metavar="SIZE",
+        help="Refuse streams needing more memory than SIZE to decode (512MiB, 2G; 0: no limit).",
     ),
 ]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
-Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail (repeatable).")]
+Verbose = Annotated[
+    int, typer.Option("-v", "--verbose", count=True, show_default=False, help="More detail (repeatable).")
+]
+
+
+def files_argument(help_text: str) -> Any:
+    return typer.Argument(help=help_text, metavar="FILE", show_default=False)
 
 
 DEFAULT_MEMLIMIT_TEXT = f"{runtime.DEFAULT_MEMLIMIT >> 20}MiB"
@@ -99,6 +141,47 @@ class Settings:
 
 class UsageError(Exception):
     """Command-line misuse: exit code 2."""
+
+
+class FileProblem(Exception):
+    """A problem with one named file (an output that cannot be written, a --model file): reported as
+    "shazip: NAME: problem", exit 1."""
+
+    def __init__(self, name: str, problem: object) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+@contextmanager
+def writing(name: str) -> Iterator[None]:
+    """An OSError raised inside (creating, writing, closing or naming the output) is about the output
+    `name`, not the input. A pipe whose reader went away stays a BrokenPipeError (see guarded); errors
+    without an errno carry their own message ("OUT already exists")."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise FileProblem(name, e.strerror or e) from None
+
+
+class NamedSink:
+    """A binary output whose write errors name it (a full disk, a closed stdout)."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.stream = stream
+        self.name = name
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        with writing(self.name):
+            return self.stream.write(data)
+
+    def flush(self) -> None:
+        with writing(self.name):
+            self.stream.flush()
 
 
 class Terminated(BaseException):
@@ -120,6 +203,36 @@ def handle_termination() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _terminate)
+
+
+def open_standard_streams() -> None:
+    """A standard stream closed when shazip starts (`<&-`, `>&-`) gets /dev/null opened the wrong way
+    round, as xz does: reading stdin or writing stdout then fails with "Bad file descriptor" (reported in
+    one line), and no file shazip opens can take the number 0, 1 or 2 and receive what was meant for a
+    standard stream. A closed stderr gets a writable /dev/null: messages vanish, exit codes stay."""
+    for fd, mode in ((0, os.O_WRONLY), (1, os.O_RDONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, mode)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    # (Python leaves a stream that was closed at start-up as None)
+    if sys.stdin is None:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+
+
+def discard_stdout() -> None:
+    """After stdout failed: point it at /dev/null so that the interpreter's final flush of what is still
+    buffered does not complain a second time."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
 
 
 def printable(text: str) -> str:
@@ -150,38 +263,74 @@ def display(name: str) -> str:
 # --- progress on a terminal ---------------------------------------------------------------------------
 
 
+def binary_size(n: float) -> str:
+    """Bytes in binary units, the one convention of shazip's output (KiB, MiB, GiB)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def finished_bits_per_byte(coder: Any) -> str:
+    """The bits per byte of the frames a StreamEncoder or StreamDecoder has finished (their raw_total and
+    coded_total count only finished frames and the stream header), or nothing before the first: the bytes
+    of a frame still being coded have no coded size yet, and dividing by them would show a false figure."""
+    if coder is None or not coder.raw_total:
+        return ""
+    return f"{8 * coder.coded_total / coder.raw_total:.3f} bits/byte"
+
+
+class Bar:
+    """The progress callback (raw bytes so far, coded bytes so far) for a coder; `coder` is set once the
+    encoder or decoder exists and gives the finished frames' figure."""
+
+    def __init__(self, update: Callable[[int, str], None] | None = None) -> None:
+        self.update = update
+        self.coder: Any = None
+
+    def __call__(self, raw: int, coded: int) -> None:
+        if self.update is not None:
+            self.update(raw, finished_bits_per_byte(self.coder))
+
+
 @contextmanager
-def progress_bar(settings: Settings, label: str, total: int | None) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr (bytes, bytes/s, ratio so far), only on a terminal and without -q."""
+def progress_bar(settings: Settings, label: str, total: int | None) -> Iterator[Bar]:
+    """A rich progress bar on stderr (bytes, %, bytes/s, bits per byte of the finished frames, time left
+    where the total is known), only on a terminal and without -q. The label (a file name) is shown as
+    plain text, escaped: never read as markup."""
     if settings.verbosity < 1 or not sys.stderr.isatty():
-        yield lambda raw, coded: None
+        yield Bar()
         return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        TaskProgressColumn,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    class SpeedColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{binary_size(speed)}/s", style="progress.data.speed")
 
     columns = [
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
+        TaskProgressColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[ratio]}"),
+        SpeedColumn(),
+        TextColumn("{task.fields[ratio]}", markup=False),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total, ratio="")
-
-        def update(raw: int, coded: int) -> None:
-            ratio = f"{8 * coded / raw:.3f} bits/byte" if raw else ""
-            bar.update(task, completed=raw, ratio=ratio)
-
-        yield update
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(printable(label), total=total, ratio="")
+        yield Bar(lambda raw, ratio: progress.update(task, completed=raw, ratio=ratio))
 
 
 # --- safe output: temporary file in the destination folder, renamed on success -------------------------
@@ -248,20 +397,40 @@ def publish(temp_name: bytes, target: Path, replace: bool) -> None:
 
 
 @contextmanager
+def closing_quietly(stream: BinaryIO) -> Iterator[BinaryIO]:
+    """Close `stream` after an error without a second error: its buffer may hold bytes that a full disk
+    refused, and the first error is the one to report."""
+    try:
+        yield stream
+    finally:
+        if not stream.closed:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+@contextmanager
 def output_file(path: str | None, source: str | None, replace: bool = False) -> Iterator[BinaryIO]:
     """Yield a binary stream for the output: stdout for None; an existing device or FIFO (a target given
     with -o, see check_target) is written into; else a temporary file beside `path`, given its name on
     success (replacing an existing file only with `replace`, see publish) and removed on any error,
     Ctrl-C, SIGTERM or SIGHUP. The source's mode and times are copied, as gzip and zstd do; output made
-    from stdin gets 0666 less the umask."""
+    from stdin gets 0666 less the umask. Failing to create, write or name the output raises FileProblem
+    naming the output (see writing)."""
     if path is None:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        sink = NamedSink(sys.stdout.buffer, STDOUT_NAME)
+        yield sink  # type: ignore[misc]
+        sink.flush()
         return
     if is_special(path):
         # no O_CREAT: if the device went away meanwhile, fail rather than leave a regular file there
-        with os.fdopen(os.open(path, os.O_WRONLY), "wb") as stream:
-            yield stream
+        with writing(path):
+            handle = os.open(path, os.O_WRONLY)
+        with closing_quietly(os.fdopen(handle, "wb")) as stream:
+            yield NamedSink(stream, path)  # type: ignore[misc]
+            with writing(path):
+                stream.close()
         return
     target = Path(path)
     temp_name = b""
@@ -269,20 +438,24 @@ def output_file(path: str | None, source: str | None, replace: bool = False) -> 
         # (signals wait while the file is made and named here, so that a handler finds temp_name set)
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            handle, temp_name = tempfile.mkstemp(
-                prefix=temporary_prefix(target), suffix=b".tmp", dir=os.fsencode(target.parent)
-            )
+            with writing(path):
+                handle, temp_name = tempfile.mkstemp(
+                    prefix=temporary_prefix(target), suffix=b".tmp", dir=os.fsencode(target.parent)
+                )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-        if source is not None:
-            info = os.stat(source)
-            os.chmod(temp_name, info.st_mode & 0o7777)
-            os.utime(temp_name, ns=(info.st_atime_ns, info.st_mtime_ns))
-        else:
-            os.chmod(temp_name, new_file_mode())
-        publish(temp_name, target, replace)
+        with closing_quietly(os.fdopen(handle, "wb")) as stream:
+            yield NamedSink(stream, path)  # type: ignore[misc]
+            with writing(path):
+                stream.close()  # (the last buffered bytes reach the disk here: a full disk says so)
+        info = os.stat(source) if source is not None else None
+        with writing(path):
+            if info is not None:
+                os.chmod(temp_name, info.st_mode & 0o7777)
+                os.utime(temp_name, ns=(info.st_atime_ns, info.st_mtime_ns))
+            else:
+                os.chmod(temp_name, new_file_mode())
+            publish(temp_name, target, replace)
     except BaseException:
         if temp_name:
             try:
@@ -386,7 +559,8 @@ def input_size(name: str) -> int | None:
 
 
 def run_jobs(jobs: list[Job], settings: Settings, work: Callable[[Job], None], remove_source: bool) -> int:
-    """Run `work` for every job; report errors per file and go on. Returns the exit code."""
+    """Run `work` for every job; report errors per file and go on. Returns the exit code. A failing
+    stdout ends the run (every later output would fail the same way; see guarded)."""
     from shazip.format import ShazipError
 
     status = EXIT_OK
@@ -404,6 +578,11 @@ def run_jobs(jobs: list[Job], settings: Settings, work: Callable[[Job], None], r
         except ShazipError as e:
             fail(display(job.source), e)
             status = EXIT_ERROR
+        except FileProblem as e:
+            if e.name == STDOUT_NAME:
+                raise
+            fail(e.name, e.problem)
+            status = EXIT_ERROR
         except BrokenPipeError:
             raise  # the reader of our stdout is gone: stop quietly (see guarded)
         except (OSError, ValueError) as e:
@@ -413,18 +592,25 @@ def run_jobs(jobs: list[Job], settings: Settings, work: Callable[[Job], None], r
 
 
 def ratio_text(raw: int, coded: int) -> str:
+    """Sizes, ratio (raw / compressed, as `info` shows it) and bits per byte."""
     if raw == 0:
         return f"0 -> {coded} bytes"
-    return f"{raw} -> {coded} bytes ({100 * coded / raw:.2f}%, {8 * coded / raw:.3f} bits/byte)"
+    return f"{raw} -> {coded} bytes (ratio {raw / coded:.3f}, {8 * coded / raw:.3f} bits/byte)"
 
 
 def guarded(run: Callable[[], int]) -> None:
-    """Turn our usage errors into exit 2 and Ctrl-C into 130; raise typer.Exit with the code."""
+    """Turn our usage errors into exit 2, file problems into 1 and Ctrl-C into 130; raise typer.Exit with
+    the code."""
     try:
         code = run()
     except UsageError as e:
         print(f"shazip: {e}", file=sys.stderr)
         code = EXIT_USAGE
+    except FileProblem as e:
+        fail(e.name, e.problem)
+        if e.name == STDOUT_NAME:
+            discard_stdout()
+        code = EXIT_ERROR
     except KeyboardInterrupt:
         print("shazip: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
@@ -434,9 +620,28 @@ def guarded(run: Callable[[], int]) -> None:
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): say nothing, as other filters do, and point stdout at
         # /dev/null so that the interpreter's final flush does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        discard_stdout()
         code = EXIT_ERROR
     raise typer.Exit(code)
+
+
+def check_model_file(path: Path | None) -> None:
+    """A --model file must be there and be a model file even when no frame will need it (a level without
+    the network, a file without model frames): a typo is an error, not silently ignored. A training
+    checkpoint (torch's zip or pickle format) gets the command that turns it into a model file."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise FileProblem(str(path), e.strerror or e) from None
+    if head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        raise FileProblem(
+            str(path),
+            "a training checkpoint, not a model file (make one with: "
+            "python -m training.export CHECKPOINT -o MODEL.safetensors)",
+        )
 
 
 def make_settings(
@@ -454,20 +659,35 @@ def make_settings(
         raise UsageError(f"--memlimit: {e}") from None
     if threads is not None and not 0 <= threads <= runtime.MAX_THREADS:
         raise UsageError(f"--threads must be in 0..{runtime.MAX_THREADS} (0: all CPUs), got {threads}")
-    return Settings(model, check_device(device), threads, 0 if quiet else 1 + verbose, force, limit)
+    settings = Settings(model, check_device(device), threads, 0 if quiet else 1 + verbose, force, limit)
+    check_model_file(model)
+    return settings
+
+
+def parse_frame_size(text: str | None) -> int | None:
+    from shazip.format import MAX_FRAME_SIZE
+
+    if text is None:
+        return None
+    try:
+        size = runtime.parse_size(text)
+    except ValueError:
+        size = 0
+    if size is None or not 1 <= size <= MAX_FRAME_SIZE:
+        raise UsageError(f"--frame-size must be 1 byte .. 64MiB (1048576, 1MiB, 4M), got {text!r}")
+    return size
 
 
 # --- commands -------------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=Command)
 def compress(
-    files: Files = None,
+    files: Annotated[list[str] | None, files_argument("Files to compress; '-' or none: stdin.")] = None,
     output: Output = None,
     stdout: Stdout = False,
     force: Force = False,
     rm: Remove = False,
-    keep: Keep = False,
     model: ModelPath = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -476,17 +696,18 @@ def compress(
         typer.Option(
             "--level",
             "-L",
+            metavar="N",
             help="1 (fast) .. 9 (strongest); also -1 .. -9. 1-3 need no model file to decode.",
         ),
     ] = DEFAULT_LEVEL,
     lanes: Annotated[
         int | None,
-        typer.Option("--lanes", min=1, max=8192, help="Lane count (default: from the input size)."),
+        typer.Option("--lanes", metavar="N", help="Lane count, 1..8192 (default: from the input size)."),
     ] = None,
     frame_size: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            "--frame-size", min=1, max=64 << 20, help="Raw bytes per frame (default: the level's, 1-8 MiB)."
+            "--frame-size", metavar="SIZE", help="Raw bytes per frame (default: the level's, 1-8 MiB)."
         ),
     ] = None,
     no_model: Annotated[
@@ -496,18 +717,19 @@ def compress(
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Compress FILEs to FILE.shz (stdin to stdout with no FILE or '-')."""
+    """Compress FILEs to FILE.shz (no FILE or '-': stdin to stdout)."""
 
     def run() -> int:
-        settings = make_settings(model, device, threads, quiet, verbose, force, memlimit)
-        if rm and keep:
-            raise UsageError("--rm and --keep contradict each other")
+        from shazip.format import MAX_LANES
+
         if level not in LEVELS:
-            raise UsageError(f"--level must be in 1..9, got {level}")
+            raise UsageError(f"level must be 1..9, got {level}")
+        if lanes is not None and not 1 <= lanes <= MAX_LANES:
+            raise UsageError(f"--lanes must be 1..{MAX_LANES}, got {lanes}")
+        frame_bytes = parse_frame_size(frame_size)
+        settings = make_settings(model, device, threads, quiet, verbose, force, memlimit)
         uses_network = LEVELS[level].uses_network and not no_model
         jobs = plan_jobs(files, output, stdout, lambda name: name + SUFFIX)
-        if stdout and len(jobs) > 1:
-            raise UsageError("-c with several files would put several .shz streams into one output")
         check_terminals(jobs, compressed_output=True, compressed_input=False, force=force)
         loaded: list[Any] = []  # the model, loaded once for all files
 
@@ -522,7 +744,7 @@ def compress(
             with (
                 input_file(job.source) as source,
                 output_file(job.target, None if job.source == STDIO else job.source, force) as sink,
-                progress_bar(settings, display(job.source), input_size(job.source)) as update,
+                progress_bar(settings, display(job.source), input_size(job.source)) as bar,
             ):
                 encoder = StreamEncoder(
                     sink,
@@ -530,23 +752,25 @@ def compress(
                     level=level,
                     strategy="zstd" if no_model else "auto",
                     lanes=lanes,
-                    frame_size=frame_size,
+                    frame_size=frame_bytes,
                     device=settings.device,
                     threads=settings.threads,
-                    progress=update,
+                    progress=bar,
                     memlimit=settings.memlimit,
                 )
+                bar.coder = encoder
                 while chunk := source.read(1 << 20):
                     encoder.write(chunk)
                 encoder.finish()
             elapsed = time.monotonic() - started
             summary = f"{display(job.source)}: {ratio_text(encoder.raw_total, encoder.coded_total)}"
-            say(summary + (f" -> {job.target}" if job.target else ""), settings)
+            # A filter (output to stdout) is silent unless -v, as zstd, xz and gzip are.
+            say(summary + (f" -> {job.target}" if job.target else ""), settings, 1 if job.target else 2)
             header = encoder.header
             say(
                 f"  model {header.model_name or '(none)'}, {header.lanes} lanes, "
                 f"frames: {encoder.tally.describe()}, "
-                f"{elapsed:.2f} s, {encoder.raw_total / max(elapsed, 1e-9) / 1024:.1f} KiB/s",
+                f"{elapsed:.2f} s, {binary_size(encoder.raw_total / max(elapsed, 1e-9))}/s",
                 settings,
                 level=2,
             )
@@ -563,6 +787,57 @@ def _decompressed_name(name: str) -> str | None:
     return name[: -len(SUFFIX)]
 
 
+def scan_streams(stream: BinaryIO, on_frame: Callable[[int, Any], None] | None = None) -> Iterator[Any]:
+    """format.scan over a concatenation: each stream's StreamInfo in turn (header, frame headers and
+    footer checked, payloads skipped), with the rules of StreamDecoder.frames for what may follow a
+    footer (the input's end or another stream's magic; anything else is an error)."""
+    from shazip.format import (
+        MAGIC,
+        FormatError,
+        FrameWalk,
+        StreamInfo,
+        TruncatedError,
+        read_exact,
+        read_header,
+        skip_exact,
+    )
+
+    from shazip.frames import check_frame
+
+    header = read_header(stream)
+    while True:
+        walk = FrameWalk(stream, header, check_frame)
+        for index, frame in walk:
+            if on_frame is not None:
+                on_frame(index, frame)
+            skip_exact(stream, frame.coded_size, f"frame {index}")
+        assert walk.footer is not None
+        yield StreamInfo(header, walk.tally, walk.footer)
+        magic = read_exact(stream, len(MAGIC), "the next stream", allow_empty=True)
+        if not magic:
+            return
+        if magic != MAGIC:
+            if MAGIC.startswith(magic):
+                raise TruncatedError("truncated (inside the next stream's header)")
+            raise FormatError("trailing data after the end of the .shz stream")
+        header = read_header(stream, magic)
+
+
+def raw_size_hint(name: str) -> int | None:
+    """The raw size a .shz file decodes to, from its frame headers and footers (a cheap walk that seeks
+    over the payloads), for the progress bar's total and time left; None for pipes and for files the walk
+    finds damaged (the decoder then says what is wrong)."""
+    from shazip.format import ShazipError
+
+    if name == STDIO or input_size(name) is None:
+        return None
+    try:
+        with open(name, "rb") as stream:
+            return sum(info.raw_size for info in scan_streams(stream))
+    except (ShazipError, OSError, ValueError):
+        return None
+
+
 def _decode(job: Job, settings: Settings, sink: BinaryIO | None) -> tuple[int, int]:
     """Decode job.source into `sink` (None: discard). Returns (raw bytes, coded bytes)."""
     from shazip.stream import StreamDecoder
@@ -570,30 +845,32 @@ def _decode(job: Job, settings: Settings, sink: BinaryIO | None) -> tuple[int, i
     total = input_size(job.source)
     with (
         input_file(job.source) as source,
-        progress_bar(settings, display(job.source), None) as update,
+        progress_bar(settings, display(job.source), raw_size_hint(job.source)) as bar,
     ):
         decoder = StreamDecoder(
             source,
             settings.model,
             device=settings.device,
             threads=settings.threads,
-            progress=update,
+            progress=bar,
             memlimit=settings.memlimit,
         )
+        bar.coder = decoder
         for raw in decoder.frames():
             if sink is not None:
                 sink.write(raw)
     return decoder.raw_total, total if total is not None else decoder.coded_total
 
 
-@app.command()
+@app.command(cls=Command)
 def decompress(
-    files: Files = None,
+    files: Annotated[
+        list[str] | None, files_argument("Files to decompress; '-' or none: stdin to stdout.")
+    ] = None,
     output: Output = None,
     stdout: Stdout = False,
     force: Force = False,
     rm: Remove = False,
-    keep: Keep = False,
     model: ModelPath = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -601,12 +878,10 @@ def decompress(
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Decompress FILE.shz to FILE (stdin to stdout with no FILE or '-')."""
+    """Decompress FILE.shz to FILE (no FILE or '-': stdin to stdout)."""
 
     def run() -> int:
         settings = make_settings(model, device, threads, quiet, verbose, force, memlimit)
-        if rm and keep:
-            raise UsageError("--rm and --keep contradict each other")
         jobs = plan_jobs(files, output, stdout, _decompressed_name)
         check_terminals(jobs, compressed_output=False, compressed_input=True, force=force)
 
@@ -620,9 +895,9 @@ def decompress(
     guarded(run)
 
 
-@app.command()
+@app.command(cls=Command)
 def test(
-    files: Files = None,
+    files: Annotated[list[str] | None, files_argument("Files to test; '-' or none: stdin.")] = None,
     model: ModelPath = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -697,20 +972,18 @@ def memory_to_decode(header: Any) -> int | None:
     return runtime.memory_needed(header, model).total if model.model_id == header.model_id else None
 
 
-def info_record(name: str, list_frames: bool) -> dict[str, Any]:
-    """What `shazip info` reports about one file, as plain data (also the --json output); with
-    `list_frames`, every frame too (under "frame_list", a FrameList)."""
-    from shazip.format import scan
-    from shazip.frames import check_frame
+def sizes(raw: int, coded: int) -> dict[str, Any]:
+    return {
+        "raw_size": raw,
+        "compressed_size": coded,
+        "ratio": raw / coded if coded else None,
+        "bits_per_byte": 8 * coded / raw if raw else None,
+    }
 
-    frames = FrameList()
-    with input_file(name) as stream:
-        info = scan(stream, (lambda index, frame: frames.add(frame)) if list_frames else None, check_frame)
+
+def stream_record(info: Any, frames: FrameList | None) -> dict[str, Any]:
     header, footer = info.header, info.footer
-    coded = info.file_size
-    raw = footer.total_size
     record = {
-        "file": display(name),
         "format_version": header.version,
         "level": header.level or None,
         "model": {"name": header.model_name or None, "id": header.model_id.hex()},
@@ -718,38 +991,72 @@ def info_record(name: str, list_frames: bool) -> dict[str, Any]:
         "frame_size": header.frame_size,
         "frames": info.tally.frames,
         "methods": info.method_counts(),
-        "raw_size": raw,
-        "compressed_size": coded,
-        "ratio": raw / coded if coded else None,
-        "bits_per_byte": 8 * coded / raw if raw else None,
+        **sizes(footer.total_size, info.file_size),
         "check": {"type": "blake2b-128", "value": footer.content_hash.hex()},
         "memory_to_decode": memory_to_decode(header),
     }
-    if list_frames:
+    if frames is not None:
         record["frame_list"] = frames
     return record
 
 
-def print_info(record: dict[str, Any], verbose: int) -> None:
+def info_record(name: str, list_frames: bool) -> dict[str, Any]:
+    """What `shazip info` reports about one file, as plain data (also the --json output); with
+    `list_frames`, every frame too (under "frame_list", a FrameList). A file of several streams one after
+    another (`cat a.shz b.shz`) gets its totals and every stream's record under "stream_list"."""
+    streams: list[dict[str, Any]] = []
+    with input_file(name) as stream:
+        frames = [FrameList()]  # (the current stream's)
+
+        def on_frame(index: int, frame: Any) -> None:
+            frames[0].add(frame)
+
+        for info in scan_streams(stream, on_frame if list_frames else None):
+            streams.append(stream_record(info, frames[0] if list_frames else None))
+            frames[0] = FrameList()
+    if len(streams) == 1:
+        return {"file": display(name), "streams": 1, **streams[0]}
+    methods: dict[str, int] = {}
+    for record in streams:
+        for method, count in record["methods"].items():
+            methods[method] = methods.get(method, 0) + count
+    needs = [record["memory_to_decode"] for record in streams]
+    return {
+        "file": display(name),
+        "streams": len(streams),
+        "frames": sum(record["frames"] for record in streams),
+        "methods": methods,
+        **sizes(sum(r["raw_size"] for r in streams), sum(r["compressed_size"] for r in streams)),
+        "memory_to_decode": None if None in needs else max(needs),
+        "stream_list": streams,
+    }
+
+
+def ratio_lines(record: dict[str, Any]) -> list[str]:
+    ratio, bpb = record["ratio"], record["bits_per_byte"]
+    return [
+        f"  size         {record['raw_size']} -> {record['compressed_size']} bytes",
+        f"  ratio        {ratio:.3f}" if ratio else "  ratio        -",
+        f"  bits/byte    {bpb:.3f}" if bpb is not None else "  bits/byte    -",
+    ]
+
+
+def print_stream(title: str, record: dict[str, Any], verbose: int) -> None:
     model = record["model"]
     no_model = set(model["id"]) == {"0"}
-    bpb = record["bits_per_byte"]
-    ratio = record["ratio"]
     memory = record["memory_to_decode"]
     by_method = ", ".join(f"{count} {method}" for method, count in sorted(record["methods"].items()))
     methods = f" ({by_method})" if by_method else ""
     model_text = "(none: decodes without a model file)" if no_model else printable(model["name"] or "")
     lines = [
-        f"{printable(record['file'])}:",
+        f"{printable(title)}:",
         f"  model        {model_text}",
         *([] if no_model else [f"  model id     {model['id']}"]),
         f"  format       .shz version {record['format_version']}"
         + (f", level {record['level']}" if record["level"] else "")
         + f", {record['lanes']} lanes, frames of up to {record['frame_size']} bytes",
         f"  frames       {record['frames']}{methods}",
-        f"  size         {record['raw_size']} -> {record['compressed_size']} bytes",
-        f"  ratio        {ratio:.3f}" if ratio else "  ratio        -",
-        f"  bits/byte    {bpb:.4f}" if bpb is not None else "  bits/byte    -",
+        *ratio_lines(record),
         f"  check        {record['check']['type']} {record['check']['value']}",
         f"  memory       {runtime.mib(memory)} to decode"
         if memory
@@ -761,32 +1068,52 @@ def print_info(record: dict[str, Any], verbose: int) -> None:
         for i, f in enumerate(record["frame_list"], 1):
             print(
                 f"  {i:5d}  {f['method']:6s}  {f['lanes']:5d}  {f['raw_size']:8d}  {f['coded_size']:8d}"
-                f"  {8 * f['coded_size'] / f['raw_size']:10.4f}  {f['crc32']}"
+                f"  {8 * f['coded_size'] / f['raw_size']:10.3f}  {f['crc32']}"
             )
+
+
+def print_info(record: dict[str, Any], verbose: int) -> None:
+    if "stream_list" not in record:
+        print_stream(record["file"], record, verbose)
+        return
+    count = record["streams"]
+    for i, stream in enumerate(record["stream_list"], 1):
+        print_stream(f"{record['file']}, stream {i} of {count}", stream, verbose)
+    print(f"{printable(record['file'])}: {count} streams, {record['frames']} frames")
+    print("\n".join(ratio_lines(record)))
 
 
 def json_text(record: dict[str, Any], indent: str = "") -> Iterator[str]:
     """The record as indented JSON, in pieces: a frame list is written frame by frame, never whole."""
     frames = record.get("frame_list")
-    plain = {k: v for k, v in record.items() if k != "frame_list"}
+    streams = record.get("stream_list")
+    plain = {k: v for k, v in record.items() if k not in ("frame_list", "stream_list")}
     text = json.dumps(plain, indent=2).replace("\n", "\n" + indent)
-    if frames is None:
+    if frames is None and streams is None:
         yield text
         return
-    yield text[:-2] + f',\n{indent}  "frame_list": ['  # (text ends with "\n}")
-    for i, frame in enumerate(frames):
-        yield ("," if i else "") + f"\n{indent}    " + json.dumps(frame)
-    yield f"\n{indent}  ]\n{indent}}}"
+    yield text.rstrip()[:-1].rstrip()  # (without its closing brace: the list goes inside)
+    if frames is not None:
+        yield f',\n{indent}  "frame_list": ['
+        for i, frame in enumerate(frames):
+            yield ("," if i else "") + f"\n{indent}    " + json.dumps(frame)
+        yield f"\n{indent}  ]"
+    if streams is not None:
+        yield f',\n{indent}  "stream_list": ['
+        for i, stream in enumerate(streams):
+            yield ("," if i else "") + f"\n{indent}    "
+            yield from json_text(stream, indent + "    ")
+        yield f"\n{indent}  ]"
+    yield f"\n{indent}}}"
 
 
-@app.command()
+@app.command(cls=Command)
 def info(
-    files: Annotated[list[str], typer.Argument(help=".shz files ('-': stdin).", show_default=False)],
+    files: Annotated[list[str], files_argument(".shz files ('-': stdin).")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Show frames, sizes, ratio, bits per byte, model, check and the memory decoding needs, without
-    decoding."""
+    """Show a .shz file's model, level, frames, sizes, ratio, check and memory need, without decoding."""
 
     def run() -> int:
         from shazip.format import ShazipError
@@ -794,28 +1121,30 @@ def info(
         status = EXIT_OK
         single = len(files) == 1
         written = 0
-        for name in files:
-            try:
-                record = info_record(name, list_frames=verbose > 0)
-            except ShazipError as e:
-                fail(display(name), e)
-                status = EXIT_ERROR
-                continue
-            except (OSError, ValueError) as e:
-                fail(display(name), e.strerror if isinstance(e, OSError) and e.strerror else e)
-                status = EXIT_ERROR
-                continue
-            if not as_json:
-                print_info(record, verbose)
-                continue
-            # one object for one file, else a list, written as each file is read
-            if not single:
-                sys.stdout.write("[\n  " if written == 0 else ",\n  ")
-            for piece in json_text(record, "" if single else "  "):
-                sys.stdout.write(piece)
-            written += 1
-        if as_json:
-            sys.stdout.write("\n" if single and written else ("\n]\n" if written else "[]\n"))
+        with writing(STDOUT_NAME):
+            for name in files:
+                try:
+                    record = info_record(name, list_frames=verbose > 0)
+                except ShazipError as e:
+                    fail(display(name), e)
+                    status = EXIT_ERROR
+                    continue
+                except (OSError, ValueError) as e:
+                    fail(display(name), e.strerror if isinstance(e, OSError) and e.strerror else e)
+                    status = EXIT_ERROR
+                    continue
+                if not as_json:
+                    print_info(record, verbose)
+                    continue
+                # one object for one file, else a list, written as each file is read
+                if not single:
+                    sys.stdout.write("[\n  " if written == 0 else ",\n  ")
+                for piece in json_text(record, "" if single else "  "):
+                    sys.stdout.write(piece)
+                written += 1
+            if as_json:
+                sys.stdout.write("\n" if single and written else ("\n]\n" if written else "[]\n"))
+            sys.stdout.flush()
         return status
 
     guarded(run)
@@ -836,26 +1165,152 @@ def _main(
     """shazip: a neural file compressor."""
 
 
-# Options whose value is the next argument (a value such as "-1" is not a level flag).
+# Short options whose value follows (in the same argument, `-T4`, or the next one); every other short
+# option is a flag.
+_VALUE_SHORT = set("oTLM")
 _VALUE_OPTIONS = {"-o", "--output", "--model", "--device", "-T", "--threads", "-L", "--level", "--lanes"}
 _VALUE_OPTIONS |= {"--frame-size", "-M", "--memlimit"}
+# zstd's and xz's operation flags, before the command: `shazip -dc a.shz` is `shazip decompress -c a.shz`.
+_MODES = {"z": "compress", "d": "decompress", "t": "test", "l": "info"}
+_LONG_MODES = {"--compress": "compress", "--decompress": "decompress", "--test": "test", "--list": "info"}
 
 
-def level_flags(args: list[str]) -> list[str]:
-    """-1 .. -9 (as zstd and xz spell levels) -> --level N; "--" ends the options."""
+def _split_cluster(arg: str) -> list[str]:
+    """One short-option cluster with digits in it (`-9f`, `-kf1`, `-19`) as separate options: flags stay
+    flags, each run of digits is a level (`-19`: level 19, refused as outside 1..9), and a value option
+    takes the rest of the cluster as its value (`-9T2`: level 9, two threads)."""
+    out: list[str] = []
+    body = arg[1:]
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c.isdigit():
+            j = i
+            while j < len(body) and body[j].isdigit():
+                j += 1
+            out += ["--level", body[i:j]]
+            i = j
+        elif c in _VALUE_SHORT:
+            out.append("-" + body[i:])
+            break
+        else:
+            out.append("-" + c)
+            i += 1
+    return out
+
+
+def _is_cluster(arg: str) -> bool:
+    return len(arg) >= 2 and arg[0] == "-" and arg[1] != "-"
+
+
+def _leading_mode(args: list[str]) -> list[str]:
+    """zstd/xz operation flags (-z, -d, -t, -l and their long names) among the options before the first
+    operand, when no command is named: the command, then the rest with those letters taken out."""
+    if not args or not args[0].startswith("-") or args[0] in ("-h", "--help", "-V", "--version"):
+        return args
+    modes: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):
+        arg = args[i]
+        if arg in _LONG_MODES:
+            modes.append(_LONG_MODES[arg])
+        elif _is_cluster(arg) and arg[1] not in _VALUE_SHORT:
+            kept = ""
+            for j, c in enumerate(arg[1:], 1):
+                if c in _VALUE_SHORT:  # (the rest is its value)
+                    kept += arg[j:]
+                    break
+                if c in _MODES:
+                    modes.append(_MODES[c])
+                else:
+                    kept += c
+            if kept:
+                rest.append("-" + kept)
+        else:
+            rest.append(arg)
+        if arg in _VALUE_OPTIONS or (_is_cluster(arg) and arg[-1] in _VALUE_SHORT):
+            i += 1
+            if i < len(args):
+                rest.append(args[i])
+        i += 1
+    if not modes:
+        return args
+    if len(set(modes)) > 1:
+        raise UsageError(f"options for different operations given together ({', '.join(sorted(set(modes)))})")
+    return [modes[0], *rest, *args[i:]]
+
+
+def expand_short_flags(args: list[str]) -> list[str]:
+    """Spell options as zstd and xz do: -1 .. -9 for --level N, clusters with a level in them (`-9f`,
+    `-kf1`), and -z/-d/-t/-l before the files instead of a command; "--" ends the options."""
+    args = _leading_mode(args)
     out: list[str] = []
     for i, arg in enumerate(args):
         if arg == "--":
             return out + args[i:]
-        is_flag = len(arg) == 2 and arg[0] == "-" and arg[1] in "123456789"
-        is_flag = is_flag and not (out and out[-1] in _VALUE_OPTIONS)
-        out += ["--level", arg[1]] if is_flag else [arg]
+        after_value_option = bool(out) and out[-1] in _VALUE_OPTIONS
+        if _is_cluster(arg) and any(c.isdigit() for c in arg) and arg[1] not in _VALUE_SHORT:
+            if not after_value_option:
+                out += _split_cluster(arg)
+                continue
+        out.append(arg)
     return out
 
 
+level_flags = expand_short_flags  # (the older name)
+
+
+def usage_line(error: Any) -> str:
+    """A command-line parsing error in one line, with where to look: "shazip: No such option: -x (see
+    'shazip compress --help')"."""
+    ctx = getattr(error, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"shazip: {error.format_message()}{where}"
+
+
+def finish_stdout(code: int) -> int:
+    """Flush stdout before exit: a full disk or a closed stdout behind `--help`, `--version` or `info`
+    is one line and exit 1, not the interpreter's traceback; a reader gone away stays silent."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+        return code or EXIT_ERROR
+    except OSError as e:
+        fail(STDOUT_NAME, e.strerror or e)
+        discard_stdout()
+        return code or EXIT_ERROR
+    return code
+
+
 def main() -> None:
+    open_standard_streams()
     handle_termination()
-    app(args=level_flags(sys.argv[1:]), prog_name="shazip")
+    try:
+        code = app(args=expand_short_flags(sys.argv[1:]), prog_name="shazip", standalone_mode=False)
+    except UsageError as e:  # (from expand_short_flags)
+        print(f"shazip: {e}", file=sys.stderr)
+        code = EXIT_USAGE
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else EXIT_ERROR
+    except BrokenPipeError:
+        discard_stdout()
+        code = EXIT_ERROR
+    except OSError as e:  # (writing --help or a usage message: the commands report their own errors)
+        fail(STDOUT_NAME, e.strerror or e)
+        discard_stdout()
+        code = EXIT_ERROR
+    except Exception as e:
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        # click's errors: a missing argument, an unknown option, a bad value; "no arguments" is the help
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()  # type: ignore[attr-defined]
+        else:
+            print(usage_line(e), file=sys.stderr)
+        code = e.exit_code  # type: ignore[attr-defined]
+    sys.exit(finish_stdout(code if isinstance(code, int) else EXIT_OK))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,6 @@ def test_usage_errors_exit_2(work):
     assert shazip("compress", "--no-model", "-o", "x.shz", "a.txt", "b.bin", cwd=work).returncode == 2
     assert shazip("compress", "--bogus", cwd=work).returncode == 2
     assert shazip("compress", "--device", "tpu", "a.txt", cwd=work).returncode == 2
-    assert shazip("compress", "--no-model", "--rm", "--keep", "a.txt", cwd=work).returncode == 2
     assert not (work / "x.shz").exists()
 
 
@@ -177,7 +176,7 @@ def test_level_flags_are_recorded_and_decode_without_a_model(work):
     assert shazip("compress", "-k", "-2", "-o", "-1", "a.txt", cwd=work).returncode == 0
     assert (work / "-1").exists()
     bad = shazip("compress", "--level", "0", "a.txt", cwd=work)
-    assert bad.returncode == 2 and b"--level must be in 1..9" in bad.stderr
+    assert bad.returncode == 2 and b"level must be 1..9" in bad.stderr
 
 
 def test_level_flags_leave_option_values_and_operands_alone():
@@ -471,3 +470,226 @@ def test_memory_limit_refuses_a_header_asking_for_too_much(work):
     assert shazip("decompress", "-M", "2MiB", cwd=work, data=packed).returncode == 1
     assert shazip("decompress", "--memlimit", "0", cwd=work, data=packed).stdout == DATA
     assert shazip("decompress", "--memlimit", "lots", cwd=work, data=packed).returncode == 2
+
+
+# --- zstd/xz habits, output errors, names, standard streams, filters, concatenation (issues 26, 28) -----
+
+
+def test_short_flags_combine_as_in_zstd(work):
+    from shazip.cli import expand_short_flags
+
+    assert expand_short_flags(["compress", "-9f", "a"]) == ["compress", "--level", "9", "-f", "a"]
+    assert expand_short_flags(["compress", "-kf1", "a"]) == ["compress", "-k", "-f", "--level", "1", "a"]
+    assert expand_short_flags(["compress", "-9T2"]) == ["compress", "--level", "9", "-T2"]
+    assert expand_short_flags(["-dc", "a.shz"]) == ["decompress", "-c", "a.shz"]
+    assert expand_short_flags(["-l", "a.shz"]) == ["info", "a.shz"]
+    for flags in (["-kf1"], ["-1kf"], ["-1", "-kf"]):
+        result = shazip("compress", *flags, "a.txt", cwd=work)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(shazip("info", "--json", "a.txt.shz", cwd=work).stdout)["level"] == 1
+    result = shazip("compress", "-19", "a.txt", cwd=work)
+    assert result.returncode == 2 and result.stderr == b"shazip: level must be 1..9, got 19\n"
+    assert shazip("-dc", "a.txt.shz", cwd=work).stdout == DATA
+    bogus = shazip("compress", "--bogus", cwd=work)
+    assert bogus.returncode == 2 and bogus.stderr.count(b"\n") == 1 and b"--bogus" in bogus.stderr
+
+
+def test_the_last_of_rm_and_keep_wins(work):
+    assert shazip("compress", "--no-model", "--rm", "-k", "a.txt", cwd=work).returncode == 0
+    assert (work / "a.txt").exists()
+    assert shazip("compress", "--no-model", "-f", "-k", "--rm", "a.txt", cwd=work).returncode == 0
+    assert not (work / "a.txt").exists()
+
+
+def test_errors_about_the_output_name_the_output(work):
+    for command, source in (("compress", "a.txt"), ("decompress", "x.shz")):
+        if command == "decompress":
+            (work / "x.shz").write_bytes(shazip("compress", "--no-model", cwd=work, data=DATA).stdout)
+        result = shazip(command, "-o", "nodir/x.out", source, cwd=work)
+        assert result.returncode == 1
+        assert result.stderr == b"shazip: nodir/x.out: No such file or directory\n"
+        result = shazip(command, "-o", "/dev/full", source, cwd=work)
+        assert result.returncode == 1
+        assert result.stderr == b"shazip: /dev/full: No space left on device\n"
+    assert leftovers(work) == []
+
+
+@pytest.fixture
+def small_mount(tmp_path: Path):
+    """A 64 KiB tmpfs (a full disk) and a read-only one (an unwritable folder, also for root)."""
+    full, ro = tmp_path / "full", tmp_path / "ro"
+    full.mkdir()
+    ro.mkdir()
+    mounted = []
+    for folder, options in ((full, "size=64k"), (ro, "ro,size=64k")):
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+        ).returncode:
+            for m in mounted:
+                subprocess.run(["umount", str(m)])
+            pytest.skip("mounting a tmpfs needs privileges")
+        mounted.append(folder)
+    yield full, ro
+    for m in mounted:
+        subprocess.run(["umount", str(m)])
+
+
+def test_a_full_disk_and_a_read_only_folder_name_the_output(work, small_mount):
+    full, ro = small_mount
+    (work / "r.bin").write_bytes(os.urandom(300_000))
+    result = shazip("compress", "--no-model", "-o", str(full / "r.shz"), "r.bin", cwd=work)
+    assert result.returncode == 1
+    assert result.stderr == f"shazip: {full / 'r.shz'}: No space left on device\n".encode()
+    assert list(full.iterdir()) == []
+    result = shazip("compress", "--no-model", "-o", str(ro / "a.shz"), "a.txt", cwd=work)
+    assert result.returncode == 1
+    assert result.stderr == f"shazip: {ro / 'a.shz'}: Read-only file system\n".encode()
+
+
+def run_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, bytes]:
+    """Run shazip with stderr on a pseudo-terminal (so the progress bar shows); returns (code, what the
+    terminal got)."""
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shazip", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=command_env(COLUMNS="200"),
+        )
+        os.close(terminal)
+        got = bytearray()
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        code = process.wait(timeout=120)
+    finally:
+        os.close(controller)
+    return code, bytes(got)
+
+
+@pytest.mark.parametrize("name", ["a[/]b.txt", "[bold red]x.txt", "e\x1b]0;owned\x07.txt"])
+def test_file_names_are_escaped_on_the_terminal_progress_bar_included(work, name):
+    (work / name).parent.mkdir(exist_ok=True)  # ("a[/]b.txt" is the file "]b.txt" in the folder "a[")
+    (work / name).write_bytes(DATA * 3)
+    code, seen = run_on_a_terminal(["compress", "--no-model", "--frame-size", "4096", name], work)
+    assert code == 0, seen
+    assert b"Traceback" not in seen and b"MarkupError" not in seen
+    assert b"\x1b]0;owned" not in seen
+    if "[bold red]" in name:
+        assert b"[bold red]x.txt" in seen  # shown as text, not as colour
+    code, seen = run_on_a_terminal(["decompress", "-f", "-c", name + ".shz"], work)
+    assert code == 0 and b"Traceback" not in seen and b"\x1b]0;owned" not in seen
+
+
+def test_decompress_progress_has_a_total(work):
+    from shazip.cli import raw_size_hint
+
+    packed = shazip("compress", "--no-model", "--frame-size", "4096", cwd=work, data=DATA).stdout
+    (work / "one.shz").write_bytes(packed)
+    (work / "two.shz").write_bytes(packed + packed)
+    assert raw_size_hint(str(work / "one.shz")) == len(DATA)
+    assert raw_size_hint(str(work / "two.shz")) == 2 * len(DATA)
+    (work / "cut.shz").write_bytes(packed[:-5])
+    assert raw_size_hint(str(work / "cut.shz")) is None and raw_size_hint("-") is None
+
+
+def test_the_bar_shows_bits_per_byte_of_finished_frames_only():
+    """Inside a frame the coded size is that of the frames before it: no figure until one is done."""
+    from shazip.cli import Bar
+
+    shown = []
+    bar = Bar(lambda raw, ratio: shown.append(ratio))
+
+    class Coder:
+        raw_total, coded_total = 0, 60  # the header is written before the first frame is coded
+
+    bar.coder = Coder()
+    bar(500_000, 60)  # half of the first frame
+    assert shown == [""]
+    Coder.raw_total, Coder.coded_total = 1 << 20, 60 + 24 + 131_072
+    bar(1 << 20, Coder.coded_total)
+    bar((1 << 20) + 1000, Coder.coded_total)  # early in the second frame: still the first's figure
+    assert shown[1] == shown[2] == f"{8 * (60 + 24 + 131_072) / (1 << 20):.3f} bits/byte"
+
+
+@pytest.mark.parametrize(
+    "args, shell",
+    [
+        (["compress", "--no-model"], "<&- >OUT"),
+        (["compress", "--no-model"], "<a.txt >&-"),
+        (["decompress"], "<&- >OUT"),
+        (["decompress"], "<a.txt.shz >&-"),
+        (["info", "a.txt.shz"], ">/dev/full"),
+        (["--help"], ">/dev/full"),
+        (["--version"], ">/dev/full"),
+        (["info", "a.txt.shz"], ">&-"),
+    ],
+)
+def test_closed_or_full_standard_streams_give_one_line(work, args, shell):
+    assert shazip("compress", "--no-model", "-k", "a.txt", cwd=work).returncode == 0
+    command = " ".join([sys.executable, "-m", "shazip", *args, shell])
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=work, env=command_env(), capture_output=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"shazip: \((stdin|stdout)\): (Bad file descriptor|No space left on device)", lines[0]
+    ), result.stderr
+    assert not (work / "OUT").exists() or (work / "OUT").read_bytes() == b""
+
+
+def test_a_filter_is_silent_unless_verbose(work):
+    packed = shazip("compress", "--no-model", cwd=work, data=DATA)
+    assert packed.returncode == 0 and packed.stderr == b""
+    assert shazip("compress", "--no-model", "-c", "a.txt", cwd=work).stderr == b""
+    assert b"ratio" in shazip("compress", "--no-model", "-v", cwd=work, data=DATA).stderr
+
+
+def test_help_has_plain_metavars_and_current_wording(work):
+    texts = {c: shazip(c, "--help", cwd=work).stdout for c in ("compress", "test")}
+    texts["main"] = shazip("--help", cwd=work).stdout
+    for text in texts.values():
+        assert (
+            b"<bool>" not in text and b"<list" not in text and b"<int>" not in text and b"<str>" not in text
+        )
+        assert b"range coder" not in text
+    assert b"FILE" in texts["compress"] and b"SIZE" in texts["compress"]
+    assert b"stdin to stdout" not in texts["test"]
+
+
+def test_compress_c_writes_concatenated_streams_and_info_lists_them(work):
+    result = shazip("compress", "--no-model", "-c", "a.txt", "b.bin", cwd=work)
+    assert result.returncode == 0, result.stderr
+    (work / "cat.shz").write_bytes(result.stdout)
+    assert shazip("decompress", "-c", "cat.shz", cwd=work).stdout == DATA + (work / "b.bin").read_bytes()
+    record = json.loads(shazip("info", "--json", "cat.shz", cwd=work).stdout)
+    assert record["streams"] == 2 and len(record["stream_list"]) == 2
+    assert record["raw_size"] == len(DATA) + 5000
+    assert record["compressed_size"] == len(result.stdout)
+    assert [s["raw_size"] for s in record["stream_list"]] == [len(DATA), 5000]
+    verbose = json.loads(shazip("info", "--json", "-v", "cat.shz", "cat.shz", cwd=work).stdout)
+    assert len(verbose) == 2 and len(verbose[0]["stream_list"][1]["frame_list"]) == 1
+    text = shazip("info", "cat.shz", cwd=work)
+    assert text.returncode == 0 and b"stream 2 of 2" in text.stdout and b"2 streams" in text.stdout
+
+
+def test_a_model_file_given_is_checked_whatever_the_level(work):
+    result = shazip("compress", "-1", "--model", "nosuch", "a.txt", cwd=work)
+    assert result.returncode == 1 and result.stderr == b"shazip: nosuch: No such file or directory\n"
+    assert not (work / "a.txt.shz").exists()
+    import zipfile
+
+    with zipfile.ZipFile(work / "ckpt.pt", "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02.")
+    result = shazip("compress", "-1", "--model", "ckpt.pt", "a.txt", cwd=work)
+    assert result.returncode == 1 and b"ckpt.pt: a training checkpoint" in result.stderr
+    assert b"python -m training.export" in result.stderr
