@@ -801,7 +801,6 @@ def scan_streams(stream: BinaryIO, on_frame: Callable[[int, Any], None] | None =
         read_header,
         skip_exact,
     )
-
     from shazip.frames import check_frame
 
     header = read_header(stream)
