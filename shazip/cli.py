@@ -788,38 +788,11 @@ def _decompressed_name(name: str) -> str | None:
 
 
 def scan_streams(stream: BinaryIO, on_frame: Callable[[int, Any], None] | None = None) -> Iterator[Any]:
-    """format.scan over a concatenation: each stream's StreamInfo in turn (header, frame headers and
-    footer checked, payloads skipped), with the rules of StreamDecoder.frames for what may follow a
-    footer (the input's end or another stream's magic; anything else is an error)."""
-    from shazip.format import (
-        MAGIC,
-        FormatError,
-        FrameWalk,
-        StreamInfo,
-        TruncatedError,
-        read_exact,
-        read_header,
-        skip_exact,
-    )
+    """Each stream's StreamInfo of a concatenation, every frame header checked by its method's rules."""
+    from shazip.format import scan_streams as scan_all
     from shazip.frames import check_frame
 
-    header = read_header(stream)
-    while True:
-        walk = FrameWalk(stream, header, check_frame)
-        for index, frame in walk:
-            if on_frame is not None:
-                on_frame(index, frame)
-            skip_exact(stream, frame.coded_size, f"frame {index}")
-        assert walk.footer is not None
-        yield StreamInfo(header, walk.tally, walk.footer)
-        magic = read_exact(stream, len(MAGIC), "the next stream", allow_empty=True)
-        if not magic:
-            return
-        if magic != MAGIC:
-            if MAGIC.startswith(magic):
-                raise TruncatedError("truncated (inside the next stream's header)")
-            raise FormatError("trailing data after the end of the .shz stream")
-        header = read_header(stream, magic)
+    return scan_all(stream, on_frame, check_frame)
 
 
 def raw_size_hint(name: str) -> int | None:

@@ -443,14 +443,43 @@ def scan(
 
     Checks every structural checksum, the frame count and total size, and that nothing follows the footer;
     it cannot check the content itself (that needs decoding: `shazip test`)."""
+    info = _scan_one(stream, read_header(stream), on_frame, check)
+    check_end_of_input(stream)
+    return info
+
+
+def scan_streams(
+    stream: BinaryIO,
+    on_frame: Callable[[int, FrameHeader], None] | None = None,
+    check: FrameCheck | None = None,
+) -> Iterator[StreamInfo]:
+    """`scan` over a concatenation: each stream's StreamInfo in turn. After a footer either the input
+    ends or another stream's magic follows; anything else is an error (as for the decoder)."""
     header = read_header(stream)
+    while True:
+        yield _scan_one(stream, header, on_frame, check)
+        magic = read_exact(stream, len(MAGIC), "the next stream", allow_empty=True)
+        if not magic:
+            return
+        if magic != MAGIC:
+            if MAGIC.startswith(magic):
+                raise TruncatedError("truncated (inside the next stream's header)")
+            raise FormatError("trailing data after the end of the .shz stream")
+        header = read_header(stream, magic)
+
+
+def _scan_one(
+    stream: BinaryIO,
+    header: StreamHeader,
+    on_frame: Callable[[int, FrameHeader], None] | None,
+    check: FrameCheck | None,
+) -> StreamInfo:
     walk = FrameWalk(stream, header, check)
     for index, frame in walk:
         if on_frame is not None:
             on_frame(index, frame)
         skip_exact(stream, frame.coded_size, f"frame {index}")
     assert walk.footer is not None
-    check_end_of_input(stream)
     return StreamInfo(header, walk.tally, walk.footer)
 
 
