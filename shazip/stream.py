@@ -42,7 +42,6 @@ from shazip.frames.network import EngineFactory, NetworkLanes
 from shazip.runtime import DEFAULT_MEMLIMIT, check_memory, load_model, resolve_device, resolve_threads
 
 NO_MODEL_ID = bytes(32)  # header model id of files written without the network (levels 1-3, --no-model)
-STRATEGIES = levels.STRATEGIES
 
 ProgressCallback = Callable[[int, int], None]  # (raw bytes so far, coded bytes so far)
 

@@ -91,6 +91,13 @@ class FrameMethod:
         return 0
 
 
+def network_of(job: FrameJob, index: int) -> NetworkLanes:
+    """The network's lanes a mix or net frame needs; a file without a model has none."""
+    if job.network is None:
+        raise FormatError(f"corrupt frame {index} (a network frame in a file written without a model)")
+    return job.network
+
+
 def bounded(frame: FrameHeader, index: int, decompress: Callable[[], Any], name: str) -> bytes:
     """A general-purpose codec's output for a frame, which must be exactly raw_size bytes; any error of the
     codec is a corrupt frame."""

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shazip.format import FormatError, FrameFlag, FrameHeader, Method, StreamHeader
-from shazip.frames.base import Coded, FrameJob, FrameMethod
-from shazip.frames.network import Layout, NetworkLanes, empty_grid, grid_bytes, scaled, text_grid
-
-
-def network_of(job: FrameJob, index: int) -> NetworkLanes:
-    if job.network is None:
-        raise FormatError(f"corrupt frame {index} (a network frame in a file written without a model)")
-    return job.network
+from shazip.format import FrameFlag, FrameHeader, Method, StreamHeader
+from shazip.frames.base import Coded, FrameJob, FrameMethod, network_of
+from shazip.frames.network import Layout, empty_grid, grid_bytes, scaled, text_grid
 
 
 class Mix(FrameMethod):

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from shazip.format import ChecksumError, FormatError, FrameFlag, FrameHeader, Method
-from shazip.frames.base import Coded, FrameJob, FrameMethod
-from shazip.frames.mix import network_of
+from shazip.frames.base import Coded, FrameJob, FrameMethod, network_of
 from shazip.frames.network import PROGRESS_EVERY_STEPS, Layout, empty_grid, grid_bytes, scaled, text_grid
 
 # The coder gives every symbol at least 1/2^24 of its range, so a symbol costs more than 2^-15.6 bits and
